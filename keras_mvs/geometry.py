@@ -1,0 +1,402 @@
+"""Camera and plane-sweep geometry: pure TensorFlow functions on tensors.
+
+This module is the one projective-geometry implementation of keras-mvs. The
+network's homography warp, the photometric losses, depth fusion, evaluation
+and the synthetic renderer's tests all call it, so that every part agrees on
+one convention:
+
+* Pixel (row i, column j) has its centre at x = j, y = i. Sampling at
+  (x, y) = (0.5, 0) returns the mean of columns 0 and 1 of row 0; there is no
+  half-pixel shift anywhere (the reference code's `align_corners=True`
+  intent, ALGORITHMS.md 2.2).
+* Bilinear sampling pads with zeros: a tap outside the image contributes 0.
+* `intrinsics [..., 3, 3]` are in pixels of the map they are used with.
+  Resizing a map by s scales fx, fy, cx, cy by s (no half-pixel correction,
+  ALGORITHMS.md 1.8).
+* `cam_from_world [..., 4, 4]` maps world points to camera coordinates with
+  OpenCV axes (x right, y down, z forward). Depth is the camera-frame z.
+* Transforms are named `a_from_b` and compose left to right:
+  `src_from_ref = src_from_world @ world_from_ref`.
+
+Shapes use B (batch), D (depth hypotheses), H, W (height, width), C
+(channels). Functions accept numpy arrays; floating inputs keep their dtype
+(float64 works for gradient checks), anything else becomes float32.
+"""
+
+from typing import Union
+
+import numpy as np
+import tensorflow as tf
+
+TensorLike = Union[tf.Tensor, np.ndarray, float, int]
+
+# Points closer to a camera than this (in depth units) are treated as not
+# projectable: their projection is reported as invalid instead of dividing
+# by a near-zero depth.
+MIN_PROJECTABLE_DEPTH = 1e-6
+
+
+def _float(x: TensorLike, dtype=None) -> tf.Tensor:
+    """Converts `x` to a floating tensor (float32 unless already floating)."""
+    if dtype is not None:
+        return tf.cast(tf.convert_to_tensor(x), dtype)
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        x = tf.cast(x, tf.float32)
+    return x
+
+
+def projection_matrices(
+    intrinsics: TensorLike, cam_from_world: TensorLike
+) -> tf.Tensor:
+    """Builds 4x4 projection matrices `P = [[K R, K t], [0, 0, 0, 1]]`.
+
+    `P` maps a homogeneous world point `[X, 1]` to `[d * x, d * y, d, 1]`,
+    where (x, y) is its pixel and d its depth, so `inv(P)` lifts
+    `[d * p, 1]` back to the world (ALGORITHMS.md 2.2).
+
+    Args:
+        intrinsics: `[..., 3, 3]` pixel intrinsics.
+        cam_from_world: `[..., 4, 4]` world-to-camera transforms.
+
+    Returns:
+        `[..., 4, 4]` projection matrices.
+
+    Example:
+        >>> P = projection_matrices(np.eye(3), np.eye(4))  # identity camera
+    """
+    intrinsics = _float(intrinsics)
+    cam_from_world = _float(cam_from_world, intrinsics.dtype)
+    top = tf.linalg.matmul(intrinsics, cam_from_world[..., :3, :4])
+    bottom = tf.broadcast_to(
+        tf.constant([0.0, 0.0, 0.0, 1.0], intrinsics.dtype),
+        tf.concat([tf.shape(top)[:-2], [1, 4]], axis=0),
+    )
+    return tf.concat([top, bottom], axis=-2)
+
+
+def scale_intrinsics(
+    intrinsics: TensorLike,
+    scale_x: TensorLike,
+    scale_y: TensorLike = None,
+) -> tf.Tensor:
+    """Rescales intrinsics for a map resized by (scale_x, scale_y).
+
+    Rows 0 and 1 of K are multiplied by the factors (fx, cx by scale_x; fy, cy
+    by scale_y), the MVSNet convention with no half-pixel shift.
+
+    Args:
+        intrinsics: `[..., 3, 3]`.
+        scale_x: new width / old width (scalar or broadcastable to `[...]`).
+        scale_y: new height / old height; defaults to `scale_x`.
+
+    Returns:
+        `[..., 3, 3]` intrinsics of the resized map.
+    """
+    intrinsics = _float(intrinsics)
+    scale_x = _float(scale_x, intrinsics.dtype)
+    scale_y = scale_x if scale_y is None else _float(scale_y, intrinsics.dtype)
+    ones = tf.ones_like(scale_x * scale_y)
+    factors = tf.stack([scale_x * ones, scale_y * ones, ones], axis=-1)
+    return intrinsics * factors[..., :, tf.newaxis]
+
+
+def pixel_grid(height, width, dtype=tf.float32) -> tf.Tensor:
+    """Returns the `[H, W, 2]` grid of pixel coordinates (x = column, y = row)."""
+    ys, xs = tf.meshgrid(
+        tf.range(height, dtype=dtype), tf.range(width, dtype=dtype),
+        indexing="ij",
+    )
+    return tf.stack([xs, ys], axis=-1)
+
+
+def bilinear_sample(image: TensorLike, coords: TensorLike) -> tf.Tensor:
+    """Samples `image` bilinearly at pixel coordinates, with zero padding.
+
+    A gather-based sampler (no tensorflow-addons) that compiles under XLA and
+    is differentiable with respect to both the image values and the
+    coordinates. Each of the four taps outside the image contributes zero;
+    non-finite coordinates sample zero.
+
+    Args:
+        image: `[B, H, W, C]`.
+        coords: `[B, ..., 2]` as (x, y) in pixels of `image`.
+
+    Returns:
+        `[B, ..., C]` samples, same dtype as `image`.
+
+    Example:
+        >>> img = tf.reshape(tf.range(4.0), [1, 1, 4, 1])
+        >>> bilinear_sample(img, [[[0.5, 0.0]]])  # mean of columns 0 and 1
+    """
+    image = _float(image)
+    coords = _float(coords)
+    if coords.dtype != image.dtype and image.dtype in (tf.float16,
+                                                       tf.bfloat16):
+        compute_dtype = coords.dtype
+    else:
+        compute_dtype = image.dtype
+    coords = tf.cast(coords, compute_dtype)
+    shape = tf.shape(image)
+    batch, height, width = shape[0], shape[1], shape[2]
+    channels = image.shape[-1] if image.shape[-1] is not None else shape[3]
+    coords_shape = tf.shape(coords)
+    flat_coords = tf.reshape(coords, [batch, -1, 2])  # [B, N, 2]
+
+    finite = tf.reduce_all(tf.math.is_finite(flat_coords), axis=-1)
+    flat_coords = tf.where(
+        finite[..., tf.newaxis], flat_coords, tf.constant(-2.0, compute_dtype)
+    )
+    x, y = flat_coords[..., 0], flat_coords[..., 1]
+    x0, y0 = tf.floor(x), tf.floor(y)
+    # Weights are linear in the coordinates, so gradients reach them.
+    wx1, wy1 = x - x0, y - y0
+    wx0, wy0 = 1.0 - wx1, 1.0 - wy1
+
+    max_x = tf.cast(width - 1, compute_dtype)
+    max_y = tf.cast(height - 1, compute_dtype)
+    flat_image = tf.reshape(tf.cast(image, compute_dtype),
+                            [batch, -1, channels])  # [B, H*W, C]
+    result = 0.0
+    for tap_x, tap_y, weight in (
+        (x0, y0, wx0 * wy0),
+        (x0 + 1.0, y0, wx1 * wy0),
+        (x0, y0 + 1.0, wx0 * wy1),
+        (x0 + 1.0, y0 + 1.0, wx1 * wy1),
+    ):
+        inside = (tap_x >= 0.0) & (tap_x <= max_x) & (tap_y >= 0.0) & (
+            tap_y <= max_y)
+        ix = tf.cast(tf.clip_by_value(tap_x, 0.0, max_x), tf.int32)
+        iy = tf.cast(tf.clip_by_value(tap_y, 0.0, max_y), tf.int32)
+        values = tf.gather(flat_image, iy * width + ix, batch_dims=1)
+        weight = tf.where(inside, weight, tf.zeros_like(weight))
+        result += values * weight[..., tf.newaxis]  # [B, N, C]
+
+    out_shape = tf.concat([coords_shape[:-1], [channels]], axis=0)
+    return tf.cast(tf.reshape(result, out_shape), image.dtype)
+
+
+def transform_points(transform: TensorLike, points: TensorLike) -> tf.Tensor:
+    """Applies `[B, 4, 4]` rigid transforms to `[B, ..., 3]` points."""
+    points = _float(points)
+    transform = _float(transform, points.dtype)
+    flat = tf.reshape(points, [tf.shape(points)[0], -1, 3])  # [B, N, 3]
+    moved = tf.linalg.matmul(flat, transform[:, :3, :3], transpose_b=True)
+    moved += transform[:, tf.newaxis, :3, 3]
+    return tf.reshape(moved, tf.shape(points))
+
+
+def unproject(depth: TensorLike, intrinsics: TensorLike) -> tf.Tensor:
+    """Lifts every pixel of a depth map to camera coordinates.
+
+    Args:
+        depth: `[B, H, W]` camera-frame z.
+        intrinsics: `[B, 3, 3]` for the depth map's resolution.
+
+    Returns:
+        `[B, H, W, 3]` points `d * inv(K) @ [x, y, 1]` in the camera frame.
+    """
+    depth = _float(depth)
+    intrinsics = _float(intrinsics, depth.dtype)
+    shape = tf.shape(depth)
+    grid = pixel_grid(shape[1], shape[2], depth.dtype)  # [H, W, 2]
+    homogeneous = tf.concat([grid, tf.ones_like(grid[..., :1])], axis=-1)
+    rays = tf.einsum("bij,hwj->bhwi", tf.linalg.inv(intrinsics), homogeneous)
+    return rays * depth[..., tf.newaxis]  # [B, H, W, 3]
+
+
+def project(points_cam: TensorLike, intrinsics: TensorLike):
+    """Projects camera-frame points to pixels.
+
+    Args:
+        points_cam: `[B, ..., 3]` points in the camera frame.
+        intrinsics: `[B, 3, 3]`.
+
+    Returns:
+        `(pixels [B, ..., 2], depth [B, ...])`. Points with depth below
+        `MIN_PROJECTABLE_DEPTH` (behind or at the camera) get NaN pixels, which
+        `bilinear_sample` reads as outside the image.
+    """
+    points_cam = _float(points_cam)
+    intrinsics = _float(intrinsics, points_cam.dtype)
+    flat = tf.reshape(points_cam, [tf.shape(points_cam)[0], -1, 3])
+    image_points = tf.linalg.matmul(flat, intrinsics, transpose_b=True)
+    z = image_points[..., 2]
+    projectable = z > MIN_PROJECTABLE_DEPTH
+    safe_z = tf.where(projectable, z, tf.ones_like(z))
+    pixels = image_points[..., :2] / safe_z[..., tf.newaxis]
+    nan = tf.constant(np.nan, pixels.dtype)
+    pixels = tf.where(projectable[..., tf.newaxis], pixels, nan)
+    out_shape = tf.shape(points_cam)
+    pixels = tf.reshape(pixels, tf.concat([out_shape[:-1], [2]], axis=0))
+    depth = tf.reshape(flat[..., 2], out_shape[:-1])
+    return pixels, depth
+
+
+def relative_transform(
+    src_cam_from_world: TensorLike, ref_cam_from_world: TensorLike
+) -> tf.Tensor:
+    """Returns `src_from_ref = src_from_world @ inv(ref_from_world)`, `[..., 4, 4]`."""
+    src_cam_from_world = _float(src_cam_from_world)
+    ref_cam_from_world = _float(ref_cam_from_world, src_cam_from_world.dtype)
+    return tf.linalg.matmul(
+        src_cam_from_world, tf.linalg.inv(ref_cam_from_world))
+
+
+def reproject(
+    depth_ref: TensorLike,
+    ref_intrinsics: TensorLike,
+    ref_cam_from_world: TensorLike,
+    src_intrinsics: TensorLike,
+    src_cam_from_world: TensorLike,
+):
+    """Maps every reference pixel, at its depth, into a source view.
+
+    Args:
+        depth_ref: `[B, H, W]` reference depth.
+        ref_intrinsics, src_intrinsics: `[B, 3, 3]`.
+        ref_cam_from_world, src_cam_from_world: `[B, 4, 4]`.
+
+    Returns:
+        `(pixels_src [B, H, W, 2], depth_src [B, H, W])`: where each reference
+        pixel lands in the source and its depth in the source frame. Pixels are
+        NaN where the point is not in front of the source camera.
+    """
+    points_ref = unproject(depth_ref, ref_intrinsics)
+    src_from_ref = relative_transform(src_cam_from_world, ref_cam_from_world)
+    points_src = transform_points(src_from_ref, points_ref)
+    return project(points_src, src_intrinsics)
+
+
+def homography_warp(
+    src_features: TensorLike,
+    src_proj: TensorLike,
+    ref_proj: TensorLike,
+    depth_hypotheses: TensorLike,
+) -> tf.Tensor:
+    """Warps source features onto the reference view for each depth plane.
+
+    Plane-sweep warping (Eq. 1 of MVSNet in its projective form): with
+    `M = P_src @ inv(P_ref)`, `A = M[:3, :3]` and `b = M[:3, 3]`, the
+    reference pixel p at depth d lands at `d * A p + b` in the source. The
+    translation is not multiplied by d because `inv(P_ref)` is applied to the
+    homogeneous `[d p, 1]`. The source is sampled exactly at the projected
+    pixel (bilinear, zero padding). As in the reference code, the sampling
+    grid carries no gradient: the warp is differentiable with respect to the
+    source features only. Points that fall behind the source camera sample
+    zero (the reference code divides by z regardless).
+
+    Args:
+        src_features: `[B, H, W, C]` source feature map.
+        src_proj: `[B, 4, 4]` source projection matrix at this map's scale.
+        ref_proj: `[B, 4, 4]` reference projection matrix at this scale.
+        depth_hypotheses: `[B, D]` (the same planes for every pixel) or
+            `[B, D, H, W]` (per-pixel hypotheses).
+
+    Returns:
+        `[B, D, H, W, C]` warped features, the dtype of `src_features`.
+
+    Example:
+        >>> P = projection_matrices(K[None], E[None])
+        >>> volume = homography_warp(features, P, P, tf.constant([[1.0, 2.0]]))
+    """
+    src_features = _float(src_features)
+    matrix_dtype = (tf.float64 if src_features.dtype == tf.float64
+                    else tf.float32)
+    src_proj = _float(src_proj, matrix_dtype)
+    ref_proj = _float(ref_proj, matrix_dtype)
+    depth_hypotheses = _float(depth_hypotheses, matrix_dtype)
+    shape = tf.shape(src_features)
+    batch, height, width = shape[0], shape[1], shape[2]
+    if depth_hypotheses.shape.rank == 2:
+        depth_hypotheses = depth_hypotheses[:, :, tf.newaxis, tf.newaxis]
+    depth_hypotheses = tf.broadcast_to(
+        depth_hypotheses,
+        tf.stack([batch, tf.shape(depth_hypotheses)[1], height, width]),
+    )  # [B, D, H, W]
+
+    src_from_ref = tf.linalg.matmul(src_proj, tf.linalg.inv(ref_proj))
+    rotation = src_from_ref[:, :3, :3]
+    translation = src_from_ref[:, :3, 3]
+    grid = pixel_grid(height, width, matrix_dtype)
+    homogeneous = tf.concat([grid, tf.ones_like(grid[..., :1])], axis=-1)
+    rays = tf.einsum("bij,hwj->bhwi", rotation, homogeneous)  # [B, H, W, 3]
+    points = (rays[:, tf.newaxis] * depth_hypotheses[..., tf.newaxis]
+              + translation[:, tf.newaxis, tf.newaxis, tf.newaxis, :])
+    z = points[..., 2]  # [B, D, H, W]
+    projectable = z > MIN_PROJECTABLE_DEPTH
+    safe_z = tf.where(projectable, z, tf.ones_like(z))
+    coords = points[..., :2] / safe_z[..., tf.newaxis]
+    coords = tf.where(projectable[..., tf.newaxis], coords,
+                      tf.constant(np.nan, matrix_dtype))
+    coords = tf.stop_gradient(coords)  # [B, D, H, W, 2]
+    return bilinear_sample(src_features, coords)
+
+
+def initial_depth_hypotheses(
+    depth_min: TensorLike,
+    depth_max: TensorLike,
+    num_depths: int,
+    height,
+    width,
+) -> tf.Tensor:
+    """Stage-1 hypotheses: `num_depths` planes from min to max, both included.
+
+    Args:
+        depth_min, depth_max: `[B]`.
+        num_depths: D.
+        height, width: the stage resolution.
+
+    Returns:
+        `[B, D, H, W]` with `h_k = min + k (max - min) / (D - 1)`.
+    """
+    depth_min = _float(depth_min)
+    depth_max = _float(depth_max, depth_min.dtype)
+    steps = tf.range(num_depths, dtype=depth_min.dtype) / tf.cast(
+        max(num_depths - 1, 1), depth_min.dtype)
+    planes = (depth_min[:, tf.newaxis]
+              + steps * (depth_max - depth_min)[:, tf.newaxis])  # [B, D]
+    return tf.broadcast_to(
+        planes[:, :, tf.newaxis, tf.newaxis],
+        tf.stack([tf.shape(planes)[0], num_depths, height, width]),
+    )
+
+
+def refined_depth_hypotheses(
+    prev_depth: TensorLike,
+    num_depths: int,
+    interval: TensorLike,
+    height,
+    width,
+) -> tf.Tensor:
+    """Hypotheses of a refinement stage around the previous stage's depth.
+
+    The band `prev - D * interval / 2 ... prev + D * interval / 2` is sampled
+    with both ends included (spacing `D * interval / (D - 1)`) at the previous
+    resolution, then resized bilinearly with half-pixel centres (PyTorch
+    `align_corners=False`) to `height x width`, the UniMVSNet / CL-MVSNet
+    order (ALGORITHMS.md 2.5). Hypotheses are not clamped to the depth range,
+    and the previous depth is a constant (stop-gradient).
+
+    Args:
+        prev_depth: `[B, h, w]` depth of the previous stage.
+        num_depths: D of this stage.
+        interval: nominal interval `r_s * base`, scalar or `[B]`.
+        height, width: this stage's resolution.
+
+    Returns:
+        `[B, D, H, W]`.
+    """
+    prev_depth = tf.stop_gradient(_float(prev_depth))
+    interval = _float(interval, prev_depth.dtype)
+    interval = tf.reshape(interval, [-1, 1, 1, 1])  # [B or 1, 1, 1, 1]
+    steps = tf.range(num_depths, dtype=prev_depth.dtype)[
+        tf.newaxis, :, tf.newaxis, tf.newaxis]
+    spacing = interval * num_depths / max(num_depths - 1, 1)
+    start = prev_depth[:, tf.newaxis] - interval * (num_depths / 2.0)
+    hypotheses = start + steps * spacing  # [B, D, h, w]
+    resized = tf.image.resize(
+        tf.transpose(hypotheses, [0, 2, 3, 1]), tf.stack([height, width]),
+        method="bilinear",
+    )
+    return tf.cast(tf.transpose(resized, [0, 3, 1, 2]), prev_depth.dtype)
