@@ -60,6 +60,8 @@ class FormatError(ValueError):
             PFM payload).
         expected: what the reader expected.
         found: what it found instead, or None.
+        quote: whether `found` is quoted text from the file (True) or a
+            description such as "21 bytes" (False).
     """
 
     def __init__(
@@ -68,14 +70,16 @@ class FormatError(ValueError):
         line: int | None,
         expected: str,
         found: str | None = None,
+        quote: bool = True,
     ):
         self.source = source
         self.line = line
         self.expected = expected
         self.found = found
+        self.quote = quote
         where = source if line is None else f"{source}, line {line}"
         message = f"{where}: expected {expected}"
-        if found in _UNQUOTED_FINDINGS:
+        if found in _UNQUOTED_FINDINGS or (found is not None and not quote):
             message += f", found {found}"
         elif found is not None:
             shown = found if len(found) <= 120 else found[:117] + "..."
@@ -86,7 +90,8 @@ class FormatError(ValueError):
         # Exceptions pickle as cls(*self.args); keep the four fields instead
         # of the formatted message so that errors survive multiprocessing.
         return (FormatError,
-                (self.source, self.line, self.expected, self.found))
+                (self.source, self.line, self.expected, self.found,
+                 self.quote))
 
 
 class FormatWarning(UserWarning):
@@ -256,7 +261,8 @@ def _check_extrinsic(
             "an invertible rigid extrinsic: rotation block R with "
             f"max|R^T R - I| <= {ROTATION_TOLERANCE} and |det R - 1| <= "
             f"{ROTATION_TOLERANCE}",
-            f"max|R^T R - I| = {orthogonality:.3g}, det R = {determinant:.6g}")
+            f"max|R^T R - I| = {orthogonality:.3g}, det R = {determinant:.6g}",
+            quote=False)
 
 
 def _check_intrinsic(
@@ -462,7 +468,8 @@ def _read_text(path: PathLike) -> str:
     except UnicodeDecodeError as error:
         raise FormatError(
             os.fspath(path), data[:error.start].count(b"\n") + 1,
-            "UTF-8 text", f"byte 0x{data[error.start]:02x}") from None
+            "UTF-8 text", f"byte 0x{data[error.start]:02x}",
+            quote=False) from None
 
 
 def read_cam_file(path: PathLike) -> Camera:
@@ -685,7 +692,7 @@ def parse_pfm_bytes(data: bytes, source_name: str) -> np.ndarray:
             source_name, None,
             f"{expected_bytes} payload bytes after the header ({height} "
             f"rows x {width} columns x {channels} channels of float32)",
-            f"{payload} bytes")
+            f"{payload} bytes", quote=False)
     values = np.frombuffer(data, dtype=dtype, offset=offset)
     shape = (height, width, 3) if channels == 3 else (height, width)
     # Rows are stored bottom to top.
