@@ -250,7 +250,7 @@ def _check_extrinsic(
     if not np.array_equal(matrix[3], [0.0, 0.0, 0.0, 1.0]):
         raise FormatError(
             source, first_line + 3, "extrinsic last row '0 0 0 1'",
-            " ".join(repr(v) for v in matrix[3]))
+            " ".join(repr(float(v)) for v in matrix[3]))
     rotation = matrix[:3, :3]
     orthogonality = np.max(np.abs(rotation.T @ rotation - np.eye(3)))
     determinant = np.linalg.det(rotation)
@@ -272,15 +272,15 @@ def _check_intrinsic(
     if not np.array_equal(matrix[2], [0.0, 0.0, 1.0]):
         raise FormatError(
             source, first_line + 2, "intrinsic last row '0 0 1'",
-            " ".join(repr(v) for v in matrix[2]))
+            " ".join(repr(float(v)) for v in matrix[2]))
     if matrix[0, 0] <= 0.0:
         raise FormatError(
             source, first_line, "a positive focal length fx (K[0][0])",
-            repr(matrix[0, 0]))
+            repr(float(matrix[0, 0])))
     if matrix[1, 1] <= 0.0:
         raise FormatError(
             source, first_line + 1, "a positive focal length fy (K[1][1])",
-            repr(matrix[1, 1]))
+            repr(float(matrix[1, 1])))
 
 
 def _parse_depth_line(
