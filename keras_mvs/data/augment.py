@@ -1,0 +1,251 @@
+"""Photometric augmentation of CL-MVSNet's image-level contrastive branch.
+
+ALGORITHMS.md 4.1: every view of the image-level (ICC) branch independently
+gets torchvision's `ColorJitter(brightness=1, contrast=1, saturation=0.5,
+hue=0.5)` followed by a random gamma in U[0.5, 2] clipped to [0, 1]. In
+torchvision terms the jitter draws
+
+* a brightness factor b in [0, 2]: `clip(b * x)`,
+* a contrast factor c in [0, 2]: `clip(c * x + (1 - c) * mean(gray(x)))`,
+* a saturation factor s in [0.5, 1.5]: `clip(s * x + (1 - s) * gray(x))`,
+* a hue shift h in [-0.5, 0.5] turns of the colour wheel,
+
+and applies the four in a random order (`torch.randperm(4)`), which is kept
+here. `gray` uses the ITU-R 601-2 luma weights (0.299, 0.587, 0.114) of PIL's
+`convert("L")`, because CL-MVSNet jitters PIL images.
+
+This runs in the `tf.data` pipeline, not in the train step: HSV conversion
+per view with a data-dependent order does not belong under XLA. Every draw is
+stateless (`tf.random.stateless_*`) from an explicit `[2]` seed, so the same
+seed gives the same images. The Bernoulli source masking and the reference
+rectangle of the ICC branch are not here: the trainer applies them in the
+step (they are cheap elementwise ops on normalised images).
+
+Differences from the reference: it jitters 8-bit PIL images, so each
+operation rounds to uint8 and PIL's hue shift is quantised to 1/255 of a
+turn; here everything stays in float32.
+"""
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+# ColorJitter(brightness=1, contrast=1, saturation=0.5, hue=0.5) of CL-MVSNet
+# (ALGORITHMS.md 4.1) as factor ranges.
+BRIGHTNESS_RANGE = (0.0, 2.0)
+CONTRAST_RANGE = (0.0, 2.0)
+SATURATION_RANGE = (0.5, 1.5)
+HUE_RANGE = (-0.5, 0.5)
+# RandomGamma(min_gamma=0.5, max_gamma=2.0, clip_image=True).
+GAMMA_RANGE = (0.5, 2.0)
+
+# Luma weights of PIL's RGB -> "L" conversion (ITU-R 601-2).
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+# Operation codes used in `ColorParams.order`.
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
+
+
+class ColorParams(NamedTuple):
+    """Per-view augmentation parameters; every field has leading axis `[V]`.
+
+    Attributes:
+        brightness: `[V]` float32 brightness factors.
+        contrast: `[V]` float32 contrast factors.
+        saturation: `[V]` float32 saturation factors.
+        hue: `[V]` float32 hue shifts in turns (1 = a full turn).
+        gamma: `[V]` float32 gamma exponents.
+        order: `[V, 4]` int32, a permutation of the operation codes
+            (`BRIGHTNESS`, `CONTRAST`, `SATURATION`, `HUE`) per view, applied
+            first to last.
+    """
+
+    brightness: tf.Tensor
+    contrast: tf.Tensor
+    saturation: tf.Tensor
+    hue: tf.Tensor
+    gamma: tf.Tensor
+    order: tf.Tensor
+
+
+def _gray(image: tf.Tensor) -> tf.Tensor:
+    """`[H, W, 3]` -> `[H, W, 1]` luma."""
+    weights = tf.constant(_LUMA_WEIGHTS, image.dtype)
+    return tf.reduce_sum(image * weights, axis=-1, keepdims=True)
+
+
+def _blend(image: tf.Tensor, other: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """torchvision's `_blend`: `clip(factor * image + (1 - factor) * other)`."""
+    return tf.clip_by_value(factor * image + (1.0 - factor) * other, 0.0, 1.0)
+
+
+def adjust_brightness(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Scales intensities: `clip(factor * image, 0, 1)`.
+
+    Args:
+        image: `[H, W, 3]` float32 RGB in [0, 1].
+        factor: scalar float32; 1 is the identity, 0 gives black.
+
+    Returns:
+        `[H, W, 3]` float32 in [0, 1].
+    """
+    return _blend(image, tf.zeros_like(image), factor)
+
+
+def adjust_contrast(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Blends with the image's mean luma (a uniform grey).
+
+    Args:
+        image: `[H, W, 3]` float32 RGB in [0, 1].
+        factor: scalar float32; 1 is the identity, 0 gives the mean grey.
+
+    Returns:
+        `[H, W, 3]` float32 in [0, 1].
+    """
+    return _blend(image, tf.reduce_mean(_gray(image)), factor)
+
+
+def adjust_saturation(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Blends with the image's own grey version.
+
+    Args:
+        image: `[H, W, 3]` float32 RGB in [0, 1].
+        factor: scalar float32; 1 is the identity, 0 gives grey levels.
+
+    Returns:
+        `[H, W, 3]` float32 in [0, 1].
+    """
+    return _blend(image, _gray(image), factor)
+
+
+def adjust_hue(image: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+    """Rotates the hue by `shift` turns (HSV hue plus shift, modulo 1).
+
+    Args:
+        image: `[H, W, 3]` float32 RGB in [0, 1].
+        shift: scalar float32 in [-0.5, 0.5]; 0 is the identity (up to the
+            float rounding of the HSV round trip), 0.5 maps red to cyan.
+
+    Returns:
+        `[H, W, 3]` float32 in [0, 1].
+    """
+    return tf.clip_by_value(tf.image.adjust_hue(image, shift), 0.0, 1.0)
+
+
+def adjust_gamma(image: tf.Tensor, gamma: tf.Tensor) -> tf.Tensor:
+    """`clip(image ** gamma, 0, 1)` (CL-MVSNet's RandomGamma with clipping).
+
+    Args:
+        image: `[..., 3]` float32 RGB in [0, 1].
+        gamma: float32 exponent, broadcastable to `image`.
+
+    Returns:
+        Same shape as `image`, float32 in [0, 1].
+    """
+    return tf.clip_by_value(tf.pow(image, gamma), 0.0, 1.0)
+
+
+def color_jitter(
+    image: tf.Tensor,
+    brightness: tf.Tensor,
+    contrast: tf.Tensor,
+    saturation: tf.Tensor,
+    hue: tf.Tensor,
+    order: tf.Tensor,
+) -> tf.Tensor:
+    """Applies the four jitter operations to one image in a given order.
+
+    Args:
+        image: `[H, W, 3]` float32 RGB in [0, 1].
+        brightness: scalar float32 factor.
+        contrast: scalar float32 factor.
+        saturation: scalar float32 factor.
+        hue: scalar float32 shift in turns.
+        order: `[4]` int32 permutation of the operation codes.
+
+    Returns:
+        `[H, W, 3]` float32 in [0, 1].
+    """
+    branches = (
+        lambda x: adjust_brightness(x, brightness),
+        lambda x: adjust_contrast(x, contrast),
+        lambda x: adjust_saturation(x, saturation),
+        lambda x: adjust_hue(x, hue),
+    )
+    image = tf.convert_to_tensor(image, tf.float32)
+    order = tf.convert_to_tensor(order, tf.int32)
+    for step in range(4):
+        image = tf.switch_case(
+            order[step], [lambda f=f, x=image: f(x) for f in branches]
+        )
+    return image
+
+
+def sample_color_params(seed: tf.Tensor, num_views: int) -> ColorParams:
+    """Draws independent augmentation parameters for each view.
+
+    Args:
+        seed: `[2]` int32 or int64 stateless seed.
+        num_views: V, the number of views (a Python int or scalar tensor).
+
+    Returns:
+        `ColorParams` with `[V]` fields uniform in the module's ranges and a
+        uniformly random permutation `order [V, 4]`.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, num=6)
+
+    def uniform(index: int, bounds: tuple[float, float]) -> tf.Tensor:
+        return tf.random.stateless_uniform(
+            [num_views], seeds[index], minval=bounds[0], maxval=bounds[1]
+        )
+
+    # argsort of i.i.d. uniforms is a uniformly random permutation.
+    keys = tf.random.stateless_uniform([num_views, 4], seeds[5])
+    return ColorParams(
+        brightness=uniform(0, BRIGHTNESS_RANGE),
+        contrast=uniform(1, CONTRAST_RANGE),
+        saturation=uniform(2, SATURATION_RANGE),
+        hue=uniform(3, HUE_RANGE),
+        gamma=uniform(4, GAMMA_RANGE),
+        order=tf.argsort(keys, axis=-1, stable=True),
+    )
+
+
+def apply_color_params(images: tf.Tensor, params: ColorParams) -> tf.Tensor:
+    """Jitters and gamma-corrects each view with its own parameters.
+
+    Args:
+        images: `[V, H, W, 3]` float32 RGB in [0, 1].
+        params: `ColorParams` with leading axis V.
+
+    Returns:
+        `[V, H, W, 3]` float32 in [0, 1].
+    """
+
+    def one_view(args) -> tf.Tensor:
+        image, brightness, contrast, saturation, hue, gamma, order = args
+        image = color_jitter(image, brightness, contrast, saturation, hue, order)
+        return adjust_gamma(image, gamma)
+
+    return tf.map_fn(
+        one_view,
+        (images, params.brightness, params.contrast, params.saturation,
+         params.hue, params.gamma, params.order),
+        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
+    )
+
+
+def augment_views(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The ICC image augmentation: per-view ColorJitter then random gamma.
+
+    Args:
+        images: `[V, H, W, 3]` float32 RGB in [0, 1].
+        seed: `[2]` int32 or int64 stateless seed; equal seeds give equal
+            outputs.
+
+    Returns:
+        `[V, H, W, 3]` float32 in [0, 1].
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    params = sample_color_params(seed, tf.shape(images)[0])
+    return apply_color_params(images, params)
