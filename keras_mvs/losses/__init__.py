@@ -1,0 +1,10 @@
+"""Loss functions of keras-mvs: pure functions returning scalars or dicts."""
+
+from keras_mvs.losses.depth import STAGE_WEIGHTS
+from keras_mvs.losses.depth import UFL_ALPHAS
+from keras_mvs.losses.depth import UFL_GAMMAS
+from keras_mvs.losses.depth import downsample_to
+from keras_mvs.losses.depth import masked_smooth_l1
+from keras_mvs.losses.depth import supervised_cascade_loss
+from keras_mvs.losses.depth import unified_focal_loss
+from keras_mvs.losses.depth import unity_labels
