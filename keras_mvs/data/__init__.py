@@ -9,3 +9,4 @@ from keras_mvs.data.formats import read_pfm
 from keras_mvs.data.formats import write_cam_file
 from keras_mvs.data.formats import write_pair_file
 from keras_mvs.data.formats import write_pfm
+from keras_mvs.data.scene import MVSScene
