@@ -1,0 +1,115 @@
+"""The 3-D U-Net that regularises a cost volume into one logit per hypothesis."""
+
+import keras
+import tensorflow as tf
+
+from keras_mvs.layers import conv_blocks
+
+
+@keras.saving.register_keras_serializable(package="keras_mvs")
+class CostRegularization(keras.layers.Layer):
+    """CasMVSNet "CostRegNet" 3-D U-Net (ALGORITHMS.md 2.4).
+
+    With base b (8 in every reference network), all 3-D convolutions k3 and
+    Conv+BN+ReLU blocks without bias:
+
+    * encoder: conv0 in -> b; conv1 b -> 2b stride 2; conv2 2b -> 2b;
+      conv3 2b -> 4b stride 2; conv4 4b -> 4b; conv5 4b -> 8b stride 2;
+      conv6 8b -> 8b (stride-2 blocks padded symmetrically by 1, as PyTorch);
+    * decoder: x = conv4 + conv7(x); x = conv2 + conv9(x); x = conv0 +
+      conv11(x), where conv7/9/11 are transposed k3 s2 p1 output_padding 1
+      blocks (8b -> 4b -> 2b -> b);
+    * prob: Conv3D b -> 1, k3 p1, no bias, no BN, no ReLU.
+
+    Sublayer names are the reference's (`conv0` ... `conv6`, `conv7`,
+    `conv9`, `conv11`, `prob`). The logit volume is returned in float32: the
+    `prob` convolution runs in float32 even under a mixed-precision policy,
+    since the heads' softmax/sigmoid and the unity offset need its precision.
+
+    Args:
+        base_channels: b.
+        **kwargs: forwarded to `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: `[B, D, H, W, C]` cost volume; D, H and W must be multiples
+            of 8 (three stride-2 levels).
+        training: BatchNorm mode.
+
+    Returns:
+        `[B, D, H, W]` float32 logits.
+
+    Example:
+        >>> reg = CostRegularization(base_channels=8)
+        >>> reg(tf.zeros([1, 8, 16, 24, 32])).shape  # (1, 8, 16, 24)
+
+    Reference:
+        Gu et al., CasMVSNet, CVPR 2020, Sec. 3; Yao et al., MVSNet, ECCV
+        2018, Sec. 3.3 (cost volume regularisation).
+    """
+
+    def __init__(self, base_channels: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        if (not isinstance(base_channels, int) or isinstance(base_channels, bool)
+                or base_channels < 1):
+            raise ValueError(
+                "`base_channels` must be a positive int. "
+                f"Received: base_channels={base_channels!r}")
+        self.base_channels = base_channels
+        b = base_channels
+
+        # === Layers ===
+        def block(name, filters, strides=1):
+            return conv_blocks.ConvBnReLU(
+                filters, kernel_size=3, strides=strides, padding=1, rank=3,
+                dtype=self.dtype_policy, name=name)
+
+        def up(name, filters):
+            return conv_blocks.DeconvBnReLU3D(
+                filters, dtype=self.dtype_policy, name=name)
+
+        self.conv0 = block("conv0", b)
+        self.conv1 = block("conv1", 2 * b, strides=2)
+        self.conv2 = block("conv2", 2 * b)
+        self.conv3 = block("conv3", 4 * b, strides=2)
+        self.conv4 = block("conv4", 4 * b)
+        self.conv5 = block("conv5", 8 * b, strides=2)
+        self.conv6 = block("conv6", 8 * b)
+        self.conv7 = up("conv7", 4 * b)
+        self.conv9 = up("conv9", 2 * b)
+        self.conv11 = up("conv11", b)
+        self.prob = keras.layers.Conv3D(
+            1, 3, padding="same", use_bias=False, dtype="float32", name="prob")
+
+    def build(self, input_shape):
+        b = self.base_channels
+        volume = (None, None, None, None)
+        self.conv0.build(volume + (input_shape[-1],))
+        for layer, channels in ((self.conv1, b), (self.conv2, 2 * b),
+                                (self.conv3, 2 * b), (self.conv4, 4 * b),
+                                (self.conv5, 4 * b), (self.conv6, 8 * b),
+                                (self.conv7, 8 * b), (self.conv9, 4 * b),
+                                (self.conv11, 2 * b), (self.prob, b)):
+            layer.build(volume + (channels,))
+
+    def call(self, inputs, training=None):
+        conv0 = self.conv0(inputs, training=training)
+        conv2 = self.conv2(self.conv1(conv0, training=training),
+                           training=training)  # [B, D/2, H/2, W/2, 2b]
+        conv4 = self.conv4(self.conv3(conv2, training=training),
+                           training=training)  # [B, D/4, H/4, W/4, 4b]
+        x = self.conv6(self.conv5(conv4, training=training),
+                       training=training)  # [B, D/8, H/8, W/8, 8b]
+        x = conv4 + self.conv7(x, training=training)
+        x = conv2 + self.conv9(x, training=training)
+        x = conv0 + self.conv11(x, training=training)
+        logits = self.prob(x)  # [B, D, H, W, 1] float32
+        return tf.squeeze(logits, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1])
+
+    # === Config ===
+    def get_config(self):
+        config = super().get_config()
+        config.update({"base_channels": self.base_channels})
+        return config

@@ -1,0 +1,72 @@
+"""Tests for the 3-D U-Net against a numpy re-statement of CostRegNet."""
+
+import keras
+import numpy as np
+import pytest
+from conv_blocks_test import random_bn
+from conv_blocks_test import reference_bn_relu
+from conv_blocks_test import reference_conv
+from conv_blocks_test import reference_conv_transpose
+from conv_blocks_test import set_block
+
+from keras_mvs.layers import cost_regularization
+
+# (name, in, out, stride) for b = 4, input 6 channels; conv7/9/11 are the
+# transposed blocks (PyTorch weight layout (in, out, k, k, k)).
+ENCODER = (("conv0", 6, 4, 1), ("conv1", 4, 8, 2), ("conv2", 8, 8, 1),
+           ("conv3", 8, 16, 2), ("conv4", 16, 16, 1), ("conv5", 16, 32, 2),
+           ("conv6", 32, 32, 1))
+DECODER = (("conv7", 32, 16), ("conv9", 16, 8), ("conv11", 8, 4))
+
+
+def test_matches_reference_unet():
+    rng = np.random.default_rng(0)
+    layer = cost_regularization.CostRegularization(base_channels=4)
+    layer.build((None, None, None, None, 6))
+    x = rng.normal(size=(1, 8, 8, 16, 6)).astype(np.float32)
+
+    outputs = {}
+    h = x.astype(np.float64)
+    for name, cin, cout, stride in ENCODER:
+        weight = rng.normal(scale=0.2, size=(cout, cin, 3, 3, 3))
+        bn = random_bn(rng, cout)
+        set_block(getattr(layer, name), weight, bn)
+        h = reference_bn_relu(reference_conv(h, weight, stride, 1), *bn)
+        outputs[name] = h
+    for (name, cin, cout), skip in zip(DECODER, ("conv4", "conv2", "conv0")):
+        weight = rng.normal(scale=0.2, size=(cin, cout, 3, 3, 3))
+        bn = random_bn(rng, cout)
+        set_block(getattr(layer, name), weight, bn)
+        h = outputs[skip] + reference_bn_relu(
+            reference_conv_transpose(h, weight), *bn)
+    prob = rng.normal(scale=0.2, size=(1, 4, 3, 3, 3))
+    layer.prob.kernel.assign(np.transpose(prob, (2, 3, 4, 1, 0)))
+    expected = reference_conv(h, prob, 1, 1)[..., 0]
+
+    logits = layer(x, training=False)
+    assert logits.shape == (1, 8, 8, 16)
+    assert logits.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_weights_and_logits_dtype_under_mixed_precision():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        layer = cost_regularization.CostRegularization(base_channels=8)
+        logits = layer(np.zeros((1, 8, 8, 8, 8), np.float32))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert logits.dtype == "float32"
+    assert layer.conv0.compute_dtype == "bfloat16"
+    # 10 blocks x 5 tensors + prob kernel.
+    assert len(layer.weights) == 51
+
+
+def test_config_and_bad_arguments():
+    clone = cost_regularization.CostRegularization.from_config(
+        cost_regularization.CostRegularization(base_channels=4).get_config())
+    assert clone.base_channels == 4
+    with pytest.raises(ValueError, match="base_channels.*Received"):
+        cost_regularization.CostRegularization(base_channels=-1)

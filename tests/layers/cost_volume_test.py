@@ -1,0 +1,87 @@
+"""Aggregation formulas of CostVolume on hand-made volumes."""
+
+import numpy as np
+import pytest
+
+from keras_mvs.layers import cost_volume
+
+
+def _volumes(channels, num_sources=2, seed=0):
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=(2, 3, 4, channels)).astype(np.float32)
+    warped = rng.normal(
+        size=(2, num_sources, 5, 3, 4, channels)).astype(np.float32)
+    return ref, warped
+
+
+def test_variance_includes_reference():
+    # One source: the variance of two values a, b is ((a - b) / 2)^2.
+    ref = np.full((1, 1, 1, 2), 3.0, np.float32)
+    warped = np.array([1.0, 3.0], np.float32).reshape(1, 1, 1, 1, 1, 2)
+    cost = cost_volume.CostVolume("variance")(ref, warped)
+    np.testing.assert_allclose(np.asarray(cost).ravel(), [1.0, 0.0])
+
+    ref, warped = _volumes(8, num_sources=3)
+    views = np.concatenate(
+        [np.broadcast_to(ref[:, None, None], (2, 1, 5, 3, 4, 8)), warped],
+        axis=1)
+    expected = views.var(axis=1)  # population variance over all 4 views
+    cost = cost_volume.CostVolume("variance")(ref, warped)
+    np.testing.assert_allclose(np.asarray(cost), expected, atol=1e-5)
+
+
+def test_adaptive_is_mean_of_weighted_errors():
+    ref, warped = _volumes(4)
+    layer = cost_volume.CostVolume("adaptive")
+    layer.build((None, None, None, 4), (None,) * 5 + (4,))
+    # Weight net w = relu(a * relu(E . v)) with BN at identity (inference,
+    # mean 0, var 1 - eps), so the expected weights are easy to restate.
+    v = np.array([0.5, -0.25, 1.0, 0.75])
+    layer.w_net_0.conv.kernel.assign(v.reshape(1, 1, 1, 4, 1))
+    layer.w_net_1.conv.kernel.assign(np.full((1, 1, 1, 1, 1), 2.0))
+    for block in (layer.w_net_0, layer.w_net_1):
+        block.bn.moving_variance.assign([1.0 - 1e-5])
+    errors = np.square(ref[:, None, None].astype(np.float64) - warped)
+    weights = 2.0 * np.maximum(errors @ v, 0.0)[..., None]
+    expected = ((1.0 + weights) * errors).mean(axis=1)
+    cost = layer(ref, warped, training=False)
+    assert cost.shape == (2, 5, 3, 4, 4)
+    np.testing.assert_allclose(np.asarray(cost), expected, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_groupwise_averages_sources_and_group_channels():
+    ref, warped = _volumes(16)
+    products = ref[:, None, None] * warped  # [B, N, D, H, W, 16]
+    expected = products.reshape(2, 2, 5, 3, 4, 4, 4).mean(axis=(1, 6))
+    cost = cost_volume.CostVolume("groupwise", groups=4)(ref, warped)
+    assert cost.shape == (2, 5, 3, 4, 4)
+    np.testing.assert_allclose(np.asarray(cost), expected, atol=1e-5)
+    # A hand case: one source, 2 groups of 2 channels.
+    ref = np.array([1.0, 2.0, 3.0, 4.0], np.float32).reshape(1, 1, 1, 4)
+    warped = np.array([1.0, 1.0, 2.0, 0.5],
+                      np.float32).reshape(1, 1, 1, 1, 1, 4)
+    cost = cost_volume.CostVolume("groupwise", groups=2)(ref, warped)
+    np.testing.assert_allclose(np.asarray(cost).ravel(), [1.5, 4.0])
+
+
+def test_number_of_sources_is_dynamic():
+    layer = cost_volume.CostVolume("adaptive")
+    for num_sources in (1, 4):
+        ref, warped = _volumes(8, num_sources)
+        assert layer(ref, warped).shape == (2, 5, 3, 4, 8)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="aggregation.*Received"):
+        cost_volume.CostVolume("mean")
+    with pytest.raises(ValueError, match="groups.*Received"):
+        cost_volume.CostVolume("groupwise", groups=0)
+    with pytest.raises(ValueError, match="multiple of `groups`"):
+        cost_volume.CostVolume("groupwise", groups=3)(*_volumes(8))
+
+
+def test_config_round_trip():
+    layer = cost_volume.CostVolume("groupwise", groups=4)
+    clone = cost_volume.CostVolume.from_config(layer.get_config())
+    assert (clone.aggregation, clone.groups) == ("groupwise", 4)
