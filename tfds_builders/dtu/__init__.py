@@ -1,0 +1,1 @@
+"""TFDS builder for DTU (MVSNet preprocessed)."""
