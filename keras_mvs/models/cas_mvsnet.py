@@ -1,0 +1,346 @@
+"""The CasMVSNet cascade with UniMVSNet's unity head (or soft-argmin)."""
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_mvs import geometry
+from keras_mvs import heads
+from keras_mvs.layers import cost_regularization
+from keras_mvs.layers import cost_volume
+from keras_mvs.layers import feature_pyramid
+
+HEADS = ("unity", "regression")
+INPUT_NORMALIZATIONS = ("none", "imagenet")
+# torchvision's ImageNet statistics, which CL-MVSNet normalises its network
+# input with (ALGORITHMS.md 1.10).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Stage s runs at 1/4, 1/2 and 1x of the input resolution.
+STAGE_SCALES = (0.25, 0.5, 1.0)
+# H and W must be multiples of this: stage 1 is at 1/4 and its 3-D U-Net
+# halves it three more times.
+SIZE_MULTIPLE = 32
+
+
+def _check_int_triple(values: Sequence[int], name: str) -> tuple:
+    values = tuple(values) if isinstance(values, (list, tuple)) else values
+    if (not isinstance(values, tuple) or len(values) != len(STAGE_SCALES)
+            or any(not isinstance(v, int) or isinstance(v, bool) or v < 1
+                   for v in values)):
+        raise ValueError(
+            f"`{name}` must be {len(STAGE_SCALES)} positive ints, one per "
+            f"stage (coarse to fine). Received: {name}={values!r}")
+    return values
+
+
+@keras.saving.register_keras_serializable(package="keras_mvs")
+class CascadeMVSNet(keras.Model):
+    """Three-stage cascade MVS network (CasMVSNet + UniMVSNet head).
+
+    Per stage s = 1, 2, 3 at 1/4, 1/2 and 1x resolution (ALGORITHMS.md 2):
+    FPN features of every view (views folded into the batch), plane-sweep
+    warping of every source onto the reference (sources folded into the
+    batch, `geometry.homography_warp` with K scaled by the stage factor),
+    cost aggregation, a 3-D U-Net giving one logit per hypothesis, and a
+    depth head. Stage 1 sweeps `num_depths[0]` planes from `depth_range[0]`
+    to `depth_range[1]` (both included); stage s >= 2 sweeps `num_depths[s]`
+    planes in the band `prev +- num_depths[s] * r_s * base / 2` around the
+    previous, detached depth (`geometry.refined_depth_hypotheses`, not
+    clamped), with `base = (d_max - d_min) / num_depths_base` per batch
+    element (ALGORITHMS.md 1.9, 2.5).
+
+    Stage intervals (the `interval` output and the unity head's offset
+    unit): stage 1 `(d_max - d_min) / (D_1 - 1)`, stage s >= 2
+    `D_s r_s base / (D_s - 1)`, both `[B]`. The reference takes the stage-1
+    interval from batch element 0 only (ALGORITHMS.md 9 item 4); computing
+    it per batch element is a deliberate fix, identical when all depth
+    ranges in a batch agree.
+
+    Heads: `"unity"` gives `volume = sigmoid(logits)`, depth by
+    `heads.unity_regression` and confidence by `heads.unity_confidence`;
+    `"regression"` gives `volume = softmax_D(logits)` and
+    `heads.soft_argmin` depth and 4-neighbour confidence. Geometry, logits
+    and heads run in float32 under any dtype policy (`mixed_bfloat16`
+    included); the convolutions use the policy's compute dtype.
+
+    Args:
+        num_depths: hypotheses per stage, coarse to fine; each a multiple of
+            8 (the 3-D U-Net halves D three times).
+        depth_interval_ratios: r_s, the stage interval in base intervals.
+        aggregation: "variance" (CasMVSNet), "adaptive" (UniMVSNet) or
+            "groupwise" (CL-MVSNet).
+        head: "unity" (UniMVSNet) or "regression" (soft-argmin).
+        base_channels: FPN and 3-D U-Net base width (8 in the references).
+        groups: G of the group-wise aggregation (a divisor of
+            `base_channels`).
+        num_depths_base: N0, the base interval's divisor.
+        input_normalization: "none" (images in [0, 1] go in as they are;
+            CasMVSNet, UniMVSNet) or "imagenet" (ImageNet mean/std
+            standardisation; CL-MVSNet).
+        **kwargs: forwarded to `keras.Model`.
+
+    Call arguments:
+        inputs: dict with
+            `images`: `[B, V, H, W, 3]` float in [0, 1], view 0 the
+                reference, V >= 2, H and W multiples of 32;
+            `intrinsics`: `[B, V, 3, 3]` pixel intrinsics of the
+                full-resolution images;
+            `cam_from_world`: `[B, V, 4, 4]` world-to-camera transforms
+                (OpenCV axes);
+            `depth_range`: `[B, 2]` first and last stage-1 hypothesis, in
+                depth units.
+        training: BatchNorm mode.
+
+    Returns:
+        dict with `depth [B, H, W]` and `confidence [B, H, W]` of the final
+        stage, and `stages`: a list coarse to fine of dicts with
+        `depth [B, h, w]`, `confidence [B, h, w]`, `logits [B, D, h, w]`,
+        `volume [B, D, h, w]` (unity or probability), `hypotheses
+        [B, D, h, w]` (depth units) and `interval [B]`, all float32.
+
+    Example:
+        >>> model = CascadeMVSNet(num_depths=(8, 8, 8))
+        >>> out = model({"images": images, "intrinsics": K,
+        ...              "cam_from_world": E, "depth_range": rng})
+        >>> out["depth"].shape  # [B, H, W]
+
+    Reference:
+        Gu et al., "Cascade Cost Volume for High-Resolution Multi-View Stereo
+        and Stereo Matching", CVPR 2020; Peng et al., "Rethinking Depth
+        Estimation for Multi-View Stereo: A Unified Representation", CVPR
+        2022 (unity, Eq. 4 and Algorithm 2).
+    """
+
+    def __init__(
+        self,
+        num_depths: Sequence[int] = (48, 32, 8),
+        depth_interval_ratios: Sequence[float] = (4, 2, 1),
+        aggregation: str = "adaptive",
+        head: str = "unity",
+        base_channels: int = 8,
+        groups: int = 8,
+        num_depths_base: int = 192,
+        input_normalization: str = "none",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        num_depths = _check_int_triple(num_depths, "num_depths")
+        if any(d % 8 for d in num_depths):
+            raise ValueError(
+                "Every entry of `num_depths` must be a multiple of 8 (the 3-D "
+                f"U-Net halves D three times). Received: num_depths="
+                f"{num_depths!r}")
+        ratios = (tuple(depth_interval_ratios)
+                  if isinstance(depth_interval_ratios, (list, tuple))
+                  else depth_interval_ratios)
+        if (not isinstance(ratios, tuple) or len(ratios) != len(num_depths)
+                or any(isinstance(r, bool) or not isinstance(r, (int, float))
+                       or r <= 0 for r in ratios)):
+            raise ValueError(
+                "`depth_interval_ratios` must be positive numbers, one per "
+                "stage, as many as `num_depths`. Received: "
+                f"depth_interval_ratios={depth_interval_ratios!r}, "
+                f"num_depths={num_depths!r}")
+        if aggregation not in cost_volume.AGGREGATIONS:
+            raise ValueError(
+                f"`aggregation` must be one of {cost_volume.AGGREGATIONS}. "
+                f"Received: aggregation={aggregation!r}")
+        if head not in HEADS:
+            raise ValueError(
+                f"`head` must be one of {HEADS}. Received: head={head!r}")
+        if (not isinstance(base_channels, int) or isinstance(base_channels, bool)
+                or base_channels < 1):
+            raise ValueError(
+                "`base_channels` must be a positive int. "
+                f"Received: base_channels={base_channels!r}")
+        if (not isinstance(groups, int) or isinstance(groups, bool)
+                or groups < 1 or (aggregation == "groupwise"
+                                  and base_channels % groups)):
+            raise ValueError(
+                "`groups` must be a positive int dividing `base_channels` "
+                "(the finest stage has base_channels feature channels). "
+                f"Received: groups={groups!r}, base_channels={base_channels!r}")
+        if (not isinstance(num_depths_base, int)
+                or isinstance(num_depths_base, bool) or num_depths_base < 1):
+            raise ValueError(
+                "`num_depths_base` must be a positive int. "
+                f"Received: num_depths_base={num_depths_base!r}")
+        if input_normalization not in INPUT_NORMALIZATIONS:
+            raise ValueError(
+                f"`input_normalization` must be one of {INPUT_NORMALIZATIONS}. "
+                f"Received: input_normalization={input_normalization!r}")
+        self.num_depths = num_depths
+        self.depth_interval_ratios = ratios
+        self.aggregation = aggregation
+        self.head = head
+        self.base_channels = base_channels
+        self.groups = groups
+        self.num_depths_base = num_depths_base
+        self.input_normalization = input_normalization
+
+        # === Layers ===
+        self.feature_pyramid = feature_pyramid.FeaturePyramid(
+            base_channels, dtype=self.dtype_policy, name="feature_pyramid")
+        self.cost_aggregation = [
+            cost_volume.CostVolume(
+                aggregation, groups, dtype=self.dtype_policy,
+                name=f"cost_aggregation_{stage}")
+            for stage in range(len(num_depths))
+        ]
+        self.cost_regularization = [
+            cost_regularization.CostRegularization(
+                base_channels, dtype=self.dtype_policy,
+                name=f"cost_regularization_{stage}")
+            for stage in range(len(num_depths))
+        ]
+
+    def _feature_channels(self) -> tuple:
+        c = self.base_channels
+        return (4 * c, 2 * c, c)
+
+    def build(self, input_shape=None):
+        self.feature_pyramid.build((None, None, None, 3))
+        for channels, aggregation, regularization in zip(
+                self._feature_channels(), self.cost_aggregation,
+                self.cost_regularization):
+            aggregation.build((None, None, None, channels),
+                              (None, None, None, None, None, channels))
+            cost_channels = (self.groups if self.aggregation == "groupwise"
+                             else channels)
+            regularization.build((None, None, None, None, cost_channels))
+        self.built = True
+
+    def _check_inputs(self, inputs) -> None:
+        expected = {"images": (5, 3), "intrinsics": (4, 3),
+                    "cam_from_world": (4, 4), "depth_range": (2, 2)}
+        if not isinstance(inputs, dict) or set(expected) - set(inputs):
+            keys = sorted(inputs) if isinstance(inputs, dict) else type(inputs)
+            raise ValueError(
+                f"`inputs` must be a dict with keys {sorted(expected)}. "
+                f"Received: {keys}")
+        for key, (rank, last) in expected.items():
+            shape = inputs[key].shape
+            if shape.rank is not None and (
+                    shape.rank != rank or shape[-1] not in (None, last)):
+                raise ValueError(
+                    f"`inputs['{key}']` must have rank {rank} and last "
+                    f"dimension {last}. Received: shape={shape}")
+        images_shape = inputs["images"].shape
+        if images_shape.rank is not None:
+            for axis, label in ((2, "height"), (3, "width")):
+                size = images_shape[axis]
+                if size is not None and size % SIZE_MULTIPLE:
+                    raise ValueError(
+                        f"The image {label} must be a multiple of "
+                        f"{SIZE_MULTIPLE}. Received: images shape="
+                        f"{images_shape}")
+            if images_shape[1] is not None and images_shape[1] < 2:
+                raise ValueError(
+                    "`images` needs a reference and at least one source view "
+                    f"(V >= 2). Received: images shape={images_shape}")
+
+    def call(self, inputs, training=None):
+        inputs = {key: tf.convert_to_tensor(value)
+                  for key, value in inputs.items()}
+        self._check_inputs(inputs)
+        images = tf.cast(inputs["images"], self.compute_dtype)
+        intrinsics = tf.cast(inputs["intrinsics"], tf.float32)
+        cam_from_world = tf.cast(inputs["cam_from_world"], tf.float32)
+        depth_range = tf.cast(inputs["depth_range"], tf.float32)
+        depth_min, depth_max = depth_range[:, 0], depth_range[:, 1]
+        base_interval = (depth_max - depth_min) / float(
+            self.num_depths_base)  # [B]
+
+        shape = tf.shape(images)
+        batch, num_views, height, width = shape[0], shape[1], shape[2], shape[3]
+        num_sources = num_views - 1
+        if self.input_normalization == "imagenet":
+            mean = tf.constant(IMAGENET_MEAN, images.dtype)
+            std = tf.constant(IMAGENET_STD, images.dtype)
+            images = (images - mean) / std
+        folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
+        features = self.feature_pyramid(folded, training=training)
+
+        stages = []
+        for stage, (num_depths, ratio, scale) in enumerate(zip(
+                self.num_depths, self.depth_interval_ratios, STAGE_SCALES)):
+            stage_features = features[stage]  # [B*V, h, w, C]
+            feature_shape = tf.shape(stage_features)
+            stage_height, stage_width = feature_shape[1], feature_shape[2]
+            channels = stage_features.shape[-1]
+            stage_features = tf.reshape(
+                stage_features,
+                tf.stack([batch, num_views, stage_height, stage_width,
+                          channels]))  # [B, V, h, w, C]
+
+            if stage == 0:
+                hypotheses = geometry.initial_depth_hypotheses(
+                    depth_min, depth_max, num_depths, stage_height,
+                    stage_width)  # [B, D, h, w]
+                interval = (depth_max - depth_min) / float(num_depths - 1)
+            else:
+                nominal = ratio * base_interval  # [B]
+                hypotheses = geometry.refined_depth_hypotheses(
+                    stages[-1]["depth"], num_depths, nominal, stage_height,
+                    stage_width)
+                interval = nominal * num_depths / float(num_depths - 1)
+
+            projections = geometry.projection_matrices(
+                geometry.scale_intrinsics(intrinsics, scale),
+                cam_from_world)  # [B, V, 4, 4]
+            src_features = tf.reshape(
+                stage_features[:, 1:],
+                tf.stack([-1, stage_height, stage_width, channels]))
+            warped = geometry.homography_warp(
+                src_features,
+                tf.reshape(projections[:, 1:], [-1, 4, 4]),
+                tf.repeat(projections[:, 0], num_sources, axis=0),
+                tf.repeat(hypotheses, num_sources, axis=0),
+            )  # [B*N, D, h, w, C]
+            warped = tf.reshape(
+                warped,
+                tf.stack([batch, num_sources, num_depths, stage_height,
+                          stage_width, channels]))  # [B, N, D, h, w, C]
+            cost = self.cost_aggregation[stage](
+                stage_features[:, 0], warped, training=training)
+            logits = tf.cast(
+                self.cost_regularization[stage](cost, training=training),
+                tf.float32)  # [B, D, h, w]
+
+            if self.head == "unity":
+                volume = tf.sigmoid(logits)
+                depth = heads.unity_regression(volume, hypotheses, interval)
+                confidence = heads.unity_confidence(logits)
+            else:
+                volume = tf.nn.softmax(logits, axis=1)
+                depth, confidence = heads.soft_argmin(logits, hypotheses)
+            stages.append({
+                "depth": depth,
+                "confidence": confidence,
+                "logits": logits,
+                "volume": volume,
+                "hypotheses": hypotheses,
+                "interval": interval,
+            })
+        return {
+            "depth": stages[-1]["depth"],
+            "confidence": stages[-1]["confidence"],
+            "stages": stages,
+        }
+
+    # === Config ===
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_depths": self.num_depths,
+            "depth_interval_ratios": self.depth_interval_ratios,
+            "aggregation": self.aggregation,
+            "head": self.head,
+            "base_channels": self.base_channels,
+            "groups": self.groups,
+            "num_depths_base": self.num_depths_base,
+            "input_normalization": self.input_normalization,
+        })
+        return config

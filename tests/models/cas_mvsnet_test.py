@@ -1,0 +1,303 @@
+"""Tests for the CascadeMVSNet model."""
+
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mvs import heads
+from keras_mvs.models import cas_mvsnet
+
+TSV = (pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "spec"
+       / "unimvsnet_state_dict.tsv")
+BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+            "running_var": "moving_variance"}
+
+
+def keras_path(torch_name):
+    """The Keras weight path of a reference state-dict entry.
+
+    The rules of docs/weight_layout.md; `None` for `num_batches_tracked`,
+    which has no Keras counterpart.
+    """
+    parts = torch_name.split(".")
+    if parts[-1] == "num_batches_tracked":
+        return None
+    if parts[0] == "feature":
+        if parts[1].startswith("conv"):  # feature.conv1.0.bn.weight
+            layer = f"feature_pyramid/{parts[1]}_{parts[2]}/{parts[3]}"
+            leaf = parts[4]
+        else:  # feature.out1.weight
+            layer, leaf = f"feature_pyramid/{parts[1]}", parts[2]
+    elif parts[0] == "cost_aggregation":  # .weight_net.S.w_net.J.conv.weight
+        layer = f"cost_aggregation_{parts[2]}/w_net_{parts[4]}/{parts[5]}"
+        leaf = parts[6]
+    else:  # cost_regularization.S.conv0.conv.weight / .S.prob.weight
+        layer = f"cost_regularization_{parts[1]}/" + "/".join(parts[2:-1])
+        leaf = parts[-1]
+    if layer.endswith("/bn"):
+        return f"{layer}/{BN_NAMES[leaf]}"
+    return f"{layer}/{'kernel' if leaf == 'weight' else 'bias'}"
+
+
+def keras_shape(shape):
+    """PyTorch tensor shape -> Keras variable shape (channels last).
+
+    Conv (out, in, *k) -> (*k, in, out); ConvTranspose3d (in, out, *k) ->
+    Keras Conv3DTranspose (*k, out, in): both reverse the channel axes.
+    """
+    if len(shape) <= 1:
+        return shape
+    return tuple(shape[2:]) + (shape[1], shape[0])
+
+
+def read_tsv():
+    rows = []
+    for line in TSV.read_text().splitlines():
+        if line.startswith("#") or line.startswith("name\t"):
+            continue
+        name, shape = line.split("\t")
+        dims = () if shape == "scalar" else tuple(
+            int(d) for d in shape.split("x"))
+        rows.append((name, dims))
+    return rows
+
+
+def make_inputs(batch, views, height, width, depth_ranges=None, seed=0):
+    """Random images, a sideways camera rig looking at +z."""
+    rng = np.random.default_rng(seed)
+    intrinsics = np.array([[0.8 * width, 0.0, width / 2.0],
+                           [0.0, 0.8 * width, height / 2.0],
+                           [0.0, 0.0, 1.0]], np.float32)
+    cam_from_world = np.tile(np.eye(4, dtype=np.float32),
+                             (batch, views, 1, 1))
+    cam_from_world[:, :, 0, 3] = -0.1 * np.arange(views)
+    if depth_ranges is None:
+        depth_ranges = [[2.0, 6.0]] * batch
+    return {
+        "images": rng.uniform(size=(batch, views, height, width, 3)).astype(
+            np.float32),
+        "intrinsics": np.tile(intrinsics, (batch, views, 1, 1)),
+        "cam_from_world": cam_from_world,
+        "depth_range": np.asarray(depth_ranges, np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def model():
+    return cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8))
+
+
+def test_shapes_for_two_view_counts_and_sizes(model):
+    for batch, views, height, width in ((1, 3, 64, 96), (2, 2, 32, 64)):
+        outputs = model(make_inputs(batch, views, height, width))
+        assert outputs["depth"].shape == (batch, height, width)
+        assert outputs["confidence"].shape == (batch, height, width)
+        assert len(outputs["stages"]) == 3
+        for stage, scale in zip(outputs["stages"], (4, 2, 1)):
+            h, w = height // scale, width // scale
+            assert stage["depth"].shape == (batch, h, w)
+            assert stage["confidence"].shape == (batch, h, w)
+            for key in ("logits", "volume", "hypotheses"):
+                assert stage[key].shape == (batch, 8, h, w)
+                assert stage[key].dtype == tf.float32
+            assert stage["interval"].shape == (batch,)
+
+
+def test_hypotheses_and_intervals(model):
+    # Two batch elements with different ranges: base = range / 192.
+    ranges = np.array([[2.0, 6.0], [10.0, 30.0]], np.float32)
+    outputs = model(make_inputs(2, 3, 32, 64, ranges))
+    stage1, stage2, stage3 = outputs["stages"]
+    base = (ranges[:, 1] - ranges[:, 0]) / 192.0
+
+    hyp1 = stage1["hypotheses"].numpy()
+    np.testing.assert_allclose(hyp1[:, 0, 0, 0], ranges[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(hyp1[:, -1, 0, 0], ranges[:, 1], rtol=1e-6)
+    # Stage-1 interval per batch element (not element 0's for all).
+    np.testing.assert_allclose(stage1["interval"].numpy(),
+                               (ranges[:, 1] - ranges[:, 0]) / 7.0, rtol=1e-6)
+
+    for stage, previous, ratio in ((stage2, stage1, 2), (stage3, stage2, 1)):
+        spacing = 8 * ratio * base / 7.0
+        np.testing.assert_allclose(stage["interval"].numpy(), spacing,
+                                   rtol=1e-5)
+        hyp = stage["hypotheses"].numpy()
+        np.testing.assert_allclose(
+            np.diff(hyp, axis=1),
+            np.broadcast_to(spacing[:, None, None, None],
+                            (2,) + np.diff(hyp, axis=1).shape[1:]),
+            rtol=1e-3)
+        # Centred: the band's mean is the upsampled previous depth.
+        centre = tf.image.resize(previous["depth"][..., None],
+                                 hyp.shape[2:], method="bilinear")[..., 0]
+        np.testing.assert_allclose(hyp.mean(axis=1), centre.numpy(),
+                                   rtol=1e-5)
+
+
+def test_unity_head_outputs(model):
+    outputs = model(make_inputs(1, 2, 32, 64))
+    for stage in outputs["stages"]:
+        np.testing.assert_allclose(stage["volume"].numpy(),
+                                   tf.sigmoid(stage["logits"]).numpy())
+        np.testing.assert_allclose(
+            stage["depth"].numpy(),
+            heads.unity_regression(stage["volume"], stage["hypotheses"],
+                                   stage["interval"]).numpy())
+        np.testing.assert_allclose(
+            stage["confidence"].numpy(),
+            heads.unity_confidence(stage["logits"]).numpy())
+    np.testing.assert_array_equal(outputs["depth"].numpy(),
+                                  outputs["stages"][-1]["depth"].numpy())
+
+
+def test_regression_head_outputs():
+    model = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8), head="regression",
+                                     aggregation="groupwise")
+    stage = model(make_inputs(1, 2, 32, 64))["stages"][0]
+    np.testing.assert_allclose(stage["volume"].numpy().sum(axis=1), 1.0,
+                               rtol=1e-5)
+    depth, confidence = heads.soft_argmin(stage["logits"],
+                                          stage["hypotheses"])
+    np.testing.assert_allclose(stage["depth"].numpy(), depth.numpy())
+    np.testing.assert_allclose(stage["confidence"].numpy(),
+                               confidence.numpy())
+
+
+def test_adaptive_model_has_exactly_the_reference_tensors(model):
+    model(make_inputs(1, 2, 32, 64))
+    prefix = model.name + "/"
+    ours = {w.path[len(prefix):]: tuple(w.shape) for w in model.weights}
+    expected = {}
+    for name, shape in read_tsv():
+        path = keras_path(name)
+        if path is not None:
+            expected[path] = keras_shape(shape)
+    assert len(ours) == len(expected) == 230
+    assert ours == expected
+
+
+def test_variance_and_groupwise_weights():
+    inputs = make_inputs(1, 2, 32, 64)
+    variance = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8),
+                                        aggregation="variance")
+    variance(inputs)
+    # The reference variance network: the same names minus cost_aggregation.
+    assert len(variance.weights) == 230 - 3 * 10
+    groupwise = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8),
+                                         aggregation="groupwise")
+    groupwise(inputs)
+    for stage in groupwise.cost_regularization:  # 8 groups in every stage
+        assert tuple(stage.conv0.conv.kernel.shape) == (3, 3, 3, 8, 8)
+
+
+def test_one_trace_serves_any_view_count(model):
+    signature = {
+        "images": tf.TensorSpec([None, None, None, None, 3], tf.float32),
+        "intrinsics": tf.TensorSpec([None, None, 3, 3], tf.float32),
+        "cam_from_world": tf.TensorSpec([None, None, 4, 4], tf.float32),
+        "depth_range": tf.TensorSpec([None, 2], tf.float32),
+    }
+    traces = []
+
+    @tf.function(input_signature=[signature])
+    def infer(inputs):
+        traces.append(1)
+        return model(inputs)["depth"]
+
+    for views, height, width in ((2, 32, 64), (3, 64, 32)):
+        inputs = make_inputs(1, views, height, width)
+        depth = infer(inputs)
+        assert depth.shape == (1, height, width)
+        np.testing.assert_allclose(depth.numpy(), model(inputs)["depth"],
+                                   rtol=1e-5, atol=1e-5)
+    assert len(traces) == 1
+
+
+def test_imagenet_normalization():
+    inputs = make_inputs(1, 2, 32, 64)
+    plain = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8))
+    normalized = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8),
+                                          input_normalization="imagenet")
+    plain(inputs)
+    normalized(inputs)
+    normalized.set_weights(plain.get_weights())
+    standardized = dict(inputs)
+    standardized["images"] = ((inputs["images"] - cas_mvsnet.IMAGENET_MEAN)
+                              / cas_mvsnet.IMAGENET_STD).astype(np.float32)
+    np.testing.assert_allclose(
+        normalized(inputs)["stages"][0]["logits"].numpy(),
+        plain(standardized)["stages"][0]["logits"].numpy(),
+        rtol=1e-4, atol=1e-4)
+
+
+def test_mixed_bfloat16_forward():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8))
+        outputs = model(make_inputs(1, 3, 32, 64))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert keras.config.dtype_policy().name == previous.name
+    assert model.feature_pyramid.compute_dtype == "bfloat16"
+    for stage in outputs["stages"]:
+        for key in ("depth", "confidence", "logits", "volume", "hypotheses"):
+            assert stage[key].dtype == tf.float32
+            assert np.all(np.isfinite(stage[key].numpy()))
+
+
+def test_save_and_load_give_identical_outputs(model, tmp_path):
+    inputs = make_inputs(1, 2, 32, 64)
+    expected = model(inputs)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, cas_mvsnet.CascadeMVSNet)
+    assert loaded.get_config()["num_depths"] == (8, 8, 8)
+    actual = loaded(inputs)
+    np.testing.assert_array_equal(actual["depth"].numpy(),
+                                  expected["depth"].numpy())
+    np.testing.assert_array_equal(
+        actual["stages"][0]["logits"].numpy(),
+        expected["stages"][0]["logits"].numpy())
+
+
+@pytest.mark.large
+def test_xla_forward_matches_graph(model):
+    inputs = make_inputs(1, 2, 32, 64)
+    xla = tf.function(lambda x: model(x)["depth"], jit_compile=True)
+    np.testing.assert_allclose(xla(inputs).numpy(),
+                               model(inputs)["depth"].numpy(),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_depths": (48, 32)}, "num_depths"),
+    ({"num_depths": (48, 32, 4)}, "multiple of 8"),
+    ({"depth_interval_ratios": (4, 2)}, "depth_interval_ratios"),
+    ({"depth_interval_ratios": (4, 0, 1)}, "depth_interval_ratios"),
+    ({"aggregation": "mean"}, "aggregation"),
+    ({"head": "classification"}, "head"),
+    ({"base_channels": 0}, "base_channels"),
+    ({"aggregation": "groupwise", "groups": 3}, "groups"),
+    ({"num_depths_base": 0}, "num_depths_base"),
+    ({"input_normalization": "standard"}, "input_normalization"),
+])
+def test_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=f"{match}.*Received"):
+        cas_mvsnet.CascadeMVSNet(**kwargs)
+
+
+def test_rejects_bad_inputs(model):
+    inputs = make_inputs(1, 2, 32, 64)
+    with pytest.raises(ValueError, match="keys.*Received"):
+        model({"images": inputs["images"]})
+    bad = dict(inputs, images=np.zeros((1, 2, 40, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        model(bad)
+    bad = dict(inputs, intrinsics=np.zeros((1, 2, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="intrinsics.*Received"):
+        model(bad)
