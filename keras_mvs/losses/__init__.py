@@ -8,3 +8,7 @@ from keras_mvs.losses.depth import masked_smooth_l1
 from keras_mvs.losses.depth import supervised_cascade_loss
 from keras_mvs.losses.depth import unified_focal_loss
 from keras_mvs.losses.depth import unity_labels
+from keras_mvs.losses.photometric import smooth_l05
+from keras_mvs.losses.photometric import standardize_images
+from keras_mvs.losses.photometric import unsupervised_cascade_loss
+from keras_mvs.losses.photometric import unsupervised_stage_loss
