@@ -1,0 +1,1 @@
+"""TFDS builder for BlendedMVS (low-res set)."""
