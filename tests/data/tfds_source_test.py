@@ -20,6 +20,7 @@ from keras_mvs.data import formats
 from keras_mvs.data import tfds_source
 from tfds_builders.blended_mvs import blended_mvs_dataset_builder
 from tfds_builders.dtu import dtu_dataset_builder
+from tfds_builders.tanks_and_temples import tanks_and_temples_dataset_builder
 
 BUILDERS = pathlib.Path(__file__).resolve().parents[2] / "tfds_builders"
 DTU_DUMMY = BUILDERS / "dtu" / "dummy_data"
@@ -39,11 +40,20 @@ def data_dir(tmp_path_factory):
         _prepare(dtu_dataset_builder.Builder, config, DTU_DUMMY, root)
     _prepare(blended_mvs_dataset_builder.Builder, None,
              BUILDERS / "blended_mvs" / "dummy_data", root)
+    for config in ("intermediate", "intermediate_short_range"):
+        _prepare(tanks_and_temples_dataset_builder.Builder, config,
+                 BUILDERS / "tanks_and_temples" / "dummy_data", root)
     return str(root)
 
 
 def _first(dataset):
     return next(iter(dataset.as_numpy_iterator()))
+
+
+def _by_name(dataset):
+    """TFDS orders the examples of a split by a hash of their keys."""
+    return {scene["name"].decode(): scene
+            for scene in dataset.as_numpy_iterator()}
 
 
 def test_dtu_training_scene(data_dir):
@@ -126,19 +136,19 @@ def test_dtu_crop_rejects_maps_smaller_than_images():
 
 
 def test_dtu_test_scene_prefers_images_post(data_dir):
-    scenes = list(tfds_source.scenes_from_tfds(
-        "dtu", "test", config="test", data_dir=data_dir).as_numpy_iterator())
-    assert [scene["name"] for scene in scenes] == [b"scan1", b"scan4"]
-    assert "depths" not in scenes[0] and "masks" not in scenes[0]
+    scenes = _by_name(tfds_source.scenes_from_tfds(
+        "dtu", "test", config="test", data_dir=data_dir))
+    assert sorted(scenes) == ["scan1", "scan4"]
+    assert "depths" not in scenes["scan1"] and "masks" not in scenes["scan1"]
     # scan4's images_post/ holds uniform grey 200 JPEGs, images/ noise.
-    assert np.abs(scenes[1]["images"].astype(int) - 200).max() <= 2
-    assert scenes[0]["images"].std() > 20
+    assert np.abs(scenes["scan4"]["images"].astype(int) - 200).max() <= 2
+    assert scenes["scan1"]["images"].std() > 20
     camera = formats.parse_cam_text(
         (DTU_DUMMY / "dtu_testing" / "scan1" / "cams"
          / "00000002_cam.txt").read_text(), "cam")
-    np.testing.assert_allclose(scenes[0]["intrinsics"][2],
+    np.testing.assert_allclose(scenes["scan1"]["intrinsics"][2],
                                camera.intrinsics, rtol=1e-6)
-    np.testing.assert_allclose(scenes[0]["cam_from_world"][2],
+    np.testing.assert_allclose(scenes["scan1"]["cam_from_world"][2],
                                camera.cam_from_world, rtol=1e-6)
 
 
@@ -152,6 +162,23 @@ def test_blended_mvs_mask_is_depth_at_least_depth_min(data_dir):
     # 128 hypotheses from depth_min with spacing interval * 1.06.
     np.testing.assert_allclose(scene["depth_range"][0],
                                [2.0, 2.0 + 127 * 0.01 * 1.06], rtol=1e-6)
+
+
+def test_tanks_and_temples_short_range_cameras(data_dir):
+    default, short = (
+        _by_name(tfds_source.scenes_from_tfds(
+            "tanks_and_temples", "test", config=config,
+            data_dir=data_dir))["Family"]
+        for config in ("intermediate", "intermediate_short_range"))
+    np.testing.assert_array_equal(default["images"], short["images"])
+    # Depth lines: default `0.5 0.02 192 4.34`, short range
+    # `2.0 0.005 192 2.96`; general_eval rule: last = min + 191 * 1.06 *
+    # (NUM * interval) / 192.
+    np.testing.assert_allclose(default["depth_range"][0],
+                               [0.5, 0.5 + 191 * 1.06 * 0.02], rtol=1e-6)
+    np.testing.assert_allclose(short["depth_range"][0],
+                               [2.0, 2.0 + 191 * 1.06 * 0.005], rtol=1e-6)
+    assert "depths" not in default
 
 
 def test_unknown_and_unprepared_datasets(tmp_path):
