@@ -450,9 +450,11 @@ def unsupervised_cascade_loss(
     Returns:
         Dict with, for each stage s (1 = coarsest), the unweighted terms
         `"reconstruction/stage{s}"`, `"ssim/stage{s}"`,
-        `"smoothness/stage{s}"` and the stage loss `"unsup/stage{s}"`, and
-        `"total"` = `sum_s lambda_s unsup_s`. Use `"total"`: summing every
-        value would count terms several times.
+        `"smoothness/stage{s}"` and the stage loss `"unsup/stage{s}"`; the
+        stage-weighted sums `"reconstruction"`, `"ssim"`, `"smoothness"`
+        (for logging); and `"total"` = `sum_s lambda_s unsup_s` = `8
+        reconstruction + 6 ssim + 0.18 smoothness`. Use `"total"`: summing
+        every value would count terms several times.
     """
     if not stages:
         raise ValueError("stages is empty: expected one dict per stage.")
@@ -462,8 +464,9 @@ def unsupervised_cascade_loss(
     intrinsics = tf.cast(intrinsics, dtype)
     full_height = tf.cast(tf.shape(images)[2], dtype)
     full_width = tf.cast(tf.shape(images)[3], dtype)
+    parts = ("reconstruction", "ssim", "smoothness")
     terms = {}
-    total = tf.zeros([], dtype)
+    weighted = {name: tf.zeros([], dtype) for name in parts + ("total",)}
     for index, stage in enumerate(stages):
         depth = stage["depth"]
         height, width = _spatial_size(depth)
@@ -473,9 +476,10 @@ def unsupervised_cascade_loss(
         stage_terms = unsupervised_stage_loss(
             images, stage_intrinsics, cam_from_world, depth, **stage_kwargs)
         suffix = f"/stage{index + 1}"
-        for name in ("reconstruction", "ssim", "smoothness"):
+        for name in parts:
             terms[name + suffix] = stage_terms[name]
         terms["unsup" + suffix] = stage_terms["total"]
-        total += stage_weights[index] * stage_terms["total"]
-    terms["total"] = total
+        for name in weighted:
+            weighted[name] += stage_weights[index] * stage_terms[name]
+    terms.update(weighted)
     return terms

@@ -240,6 +240,11 @@ def test_cascade_loss_scales_intrinsics_and_subsamples_images():
     assert float(terms["total"]) == pytest.approx(
         0.5 * float(stage1["total"]) + 2.0 * float(stage2["total"]),
         rel=1e-6)
+    assert float(terms["ssim"]) == pytest.approx(
+        0.5 * float(stage1["ssim"]) + 2.0 * float(stage2["ssim"]), rel=1e-6)
+    assert float(terms["total"]) == pytest.approx(
+        8 * float(terms["reconstruction"]) + 6 * float(terms["ssim"])
+        + 0.18 * float(terms["smoothness"]), rel=1e-6)
     with pytest.raises(ValueError, match="one entry per stage"):
         photometric.unsupervised_cascade_loss(stages, images, intrinsics,
                                               cams)
