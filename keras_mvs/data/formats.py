@@ -147,6 +147,10 @@ class Camera:
             raise ValueError(
                 f"Camera.depth_line must be one of {DEPTH_LINE_FORMS}; "
                 f"received {self.depth_line!r}")
+        if not (self.depth_min > 0 and self.depth_interval > 0):
+            raise ValueError(
+                "Camera.depth_min and depth_interval must be positive; "
+                f"received {self.depth_min!r}, {self.depth_interval!r}")
         if self.depth_line == "min_interval" and self.num_depths is not None:
             self.depth_line = ("min_interval_num" if self.depth_max is None
                                else "min_interval_num_max")
@@ -227,9 +231,13 @@ def _matrix_rows(
     cols: int,
     source: str,
     name: str,
-) -> np.ndarray:
-    """Reads `rows` lines of `cols` numbers beginning at `lines[start]`."""
+) -> tuple[np.ndarray, list[int]]:
+    """Reads `rows` lines of `cols` numbers beginning at `lines[start]`.
+
+    Returns the matrix and the 1-based file line of each row.
+    """
     matrix = np.zeros((rows, cols), np.float64)
+    row_lines = []
     for r in range(rows):
         expected = f"{cols} numbers (row {r + 1} of the {rows}x{cols} {name})"
         if start + r >= len(lines):
@@ -240,16 +248,17 @@ def _matrix_rows(
         if len(values) != cols:
             raise FormatError(source, number, expected, text.strip())
         matrix[r] = values
-    return matrix
+        row_lines.append(number)
+    return matrix, row_lines
 
 
 def _check_extrinsic(
-    matrix: np.ndarray, source: str, first_line: int
+    matrix: np.ndarray, source: str, row_lines: list[int]
 ) -> None:
     """Checks that a 4x4 extrinsic is a rigid world-to-camera transform."""
     if not np.array_equal(matrix[3], [0.0, 0.0, 0.0, 1.0]):
         raise FormatError(
-            source, first_line + 3, "extrinsic last row '0 0 0 1'",
+            source, row_lines[3], "extrinsic last row '0 0 0 1'",
             " ".join(repr(float(v)) for v in matrix[3]))
     rotation = matrix[:3, :3]
     orthogonality = np.max(np.abs(rotation.T @ rotation - np.eye(3)))
@@ -257,7 +266,7 @@ def _check_extrinsic(
     if orthogonality > ROTATION_TOLERANCE or abs(
             determinant - 1.0) > ROTATION_TOLERANCE:
         raise FormatError(
-            source, first_line,
+            source, row_lines[0],
             "an invertible rigid extrinsic: rotation block R with "
             f"max|R^T R - I| <= {ROTATION_TOLERANCE} and |det R - 1| <= "
             f"{ROTATION_TOLERANCE}",
@@ -266,20 +275,20 @@ def _check_extrinsic(
 
 
 def _check_intrinsic(
-    matrix: np.ndarray, source: str, first_line: int
+    matrix: np.ndarray, source: str, row_lines: list[int]
 ) -> None:
     """Checks K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0."""
     if not np.array_equal(matrix[2], [0.0, 0.0, 1.0]):
         raise FormatError(
-            source, first_line + 2, "intrinsic last row '0 0 1'",
+            source, row_lines[2], "intrinsic last row '0 0 1'",
             " ".join(repr(float(v)) for v in matrix[2]))
     if matrix[0, 0] <= 0.0:
         raise FormatError(
-            source, first_line, "a positive focal length fx (K[0][0])",
+            source, row_lines[0], "a positive focal length fx (K[0][0])",
             repr(float(matrix[0, 0])))
     if matrix[1, 1] <= 0.0:
         raise FormatError(
-            source, first_line + 1, "a positive focal length fy (K[1][1])",
+            source, row_lines[1], "a positive focal length fy (K[1][1])",
             repr(float(matrix[1, 1])))
 
 
@@ -302,9 +311,8 @@ def _parse_depth_line(
             text.strip())
     fields: dict = {"depth_min": depth_min}
     if len(values) == 2:
-        # An interval is a small fraction of the near depth (DTU 2.5 / 425,
-        # Tanks and Temples and BlendedMVS around 0.005 of it): an
-        # "interval" at least as large as DEPTH_MIN would put the last of
+        # An interval is a small fraction of the near depth (DTU: 2.5 at
+        # 425): an "interval" at least as large as DEPTH_MIN would put the last of
         # 192 planes beyond 192 times the first. A far depth, in contrast,
         # always exceeds the near one. So a second field larger than the
         # first can only be DEPTH_MAX (raw office_room_rcv: 4.336 8.482).
@@ -379,7 +387,7 @@ def parse_cam_text(text: str, source_name: str) -> Camera:
                           _EMPTY_FILE)
     position = 0
 
-    def keyword(word: str) -> int:
+    def keyword(word: str) -> None:
         nonlocal position
         if position >= len(lines):
             raise FormatError(source_name, lines[-1][0] + 1,
@@ -389,16 +397,16 @@ def parse_cam_text(text: str, source_name: str) -> Camera:
             raise FormatError(source_name, number, f"the keyword '{word}'",
                               raw.strip())
         position += 1
-        return number
 
     keyword("extrinsic")
-    cam_from_world = _matrix_rows(lines, position, 4, 4, source_name,
-                                  "extrinsic")
-    _check_extrinsic(cam_from_world, source_name, lines[position][0])
+    cam_from_world, row_lines = _matrix_rows(lines, position, 4, 4,
+                                             source_name, "extrinsic")
+    _check_extrinsic(cam_from_world, source_name, row_lines)
     position += 4
     keyword("intrinsic")
-    intrinsics = _matrix_rows(lines, position, 3, 3, source_name, "intrinsic")
-    _check_intrinsic(intrinsics, source_name, lines[position][0])
+    intrinsics, row_lines = _matrix_rows(lines, position, 3, 3, source_name,
+                                         "intrinsic")
+    _check_intrinsic(intrinsics, source_name, row_lines)
     position += 3
     if position >= len(lines):
         raise FormatError(source_name, lines[-1][0] + 1,

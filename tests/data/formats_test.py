@@ -139,6 +139,8 @@ def test_camera_constructor_infers_and_checks_depth_line():
         data.Camera(np.eye(3), np.eye(4), 1.0, 0.1, depth_line="min_max")
     with pytest.raises(ValueError, match=r"\(3, 3\)"):
         data.Camera(np.eye(4), np.eye(4), 1.0, 0.1)
+    with pytest.raises(ValueError, match="must be positive"):
+        data.Camera(np.eye(3), np.eye(4), 1.0, 0.0)
     with pytest.raises(ValueError, match="depth_line must be one of"):
         data.Camera(np.eye(3), np.eye(4), 1.0, 0.1, depth_line="min")
 
@@ -198,6 +200,9 @@ _BAD_CAMS = {
                        "NUM (third number of the depth line) a positive"),
     "max below min": (_cam_text("425 2.5 192 400"), 12,
                       "MAX (fourth number"),
+    "K last row after blank lines": (
+        _cam_text(intrinsic=["100 0 32", "0 100 24", "", "", "0 0 5"]), 12,
+        "intrinsic last row '0 0 1', found '0.0 0.0 5.0'"),
     "trailing": (_cam_text() + "\n1 2 3\n", 14,
                  "end of file after the depth line, found '1 2 3'"),
 }
