@@ -371,3 +371,21 @@ def test_ply_round_trip(tmp_path):
     (tmp_path / "junk.ply").write_text("not a ply")
     with pytest.raises(ValueError, match="junk.ply"):
         fusion.read_ply(str(tmp_path / "junk.ply"))
+
+
+def test_fuse_views_with_a_source_at_another_resolution():
+    views, pairs, normal, offset = _plane_scene()
+    # View 2 at twice the resolution: K scaled by 2, no half-pixel shift.
+    big = views[2]
+    K = geometry.scale_intrinsics(big.intrinsics, 2.0).numpy()
+    views[2] = fusion.FusionView(
+        depth=_plane_depth(K, big.cam_from_world, normal, offset, 48, 64),
+        confidence=np.ones((48, 64), np.float32), intrinsics=K,
+        cam_from_world=big.cam_from_world,
+        image=np.zeros((48, 64, 3), np.uint8))
+    config = fusion.FilterConfig.preset(
+        "casmvsnet", confidence_thresholds=(0.5,), min_consistent_views=2)
+    cloud = fusion.fuse_views(views, pairs[:2], config)
+    band = _in_border_band(cloud.points, views)
+    assert cloud.view_stats[0].points_kept > 0.5 * 24 * 32
+    assert _plane_error(cloud.points[~band], normal, offset).max() < 1e-4
