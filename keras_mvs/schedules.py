@@ -1,4 +1,4 @@
-"""Training schedules of UniMVSNet and CL-MVSNet (ALGORITHMS.md 4.1, 4.3, 4.4, 5).
+"""Training schedules of UniMVSNet and CL-MVSNet (ALGORITHMS.md 4 and 5).
 
 * `WarmupMultiStep`: the learning rate of both reference codes, a PyTorch
   `LambdaLR` evaluated on the fractional epoch `t = step / steps_per_epoch`:

@@ -197,7 +197,7 @@ def test_downsample_to_takes_top_left_pixel_static_and_dynamic():
 
 
 def _stage(gt, num_depths, interval, logits_seed):
-    """A fake unity stage with hypotheses centred on the stage's ground truth."""
+    """A fake unity stage with hypotheses around the stage's ground truth."""
     height, width = gt.shape[1:]
     offsets = (np.arange(num_depths) - num_depths / 2) * interval
     hypotheses = (np.round(gt.mean()) + offsets)[None, :, None, None]

@@ -253,7 +253,8 @@ def test_cascade_loss_scales_intrinsics_and_subsamples_images():
 def test_traces_once_for_dynamic_views_and_size():
     spec = [tf.TensorSpec([None, None, None, None, 3]),
             tf.TensorSpec([None, None, 3, 3]),
-            tf.TensorSpec([None, None, 4, 4]), tf.TensorSpec([None, None, None])]
+            tf.TensorSpec([None, None, 4, 4]),
+            tf.TensorSpec([None, None, None])]
     loss = tf.function(
         lambda *args: photometric.unsupervised_stage_loss(*args)["total"],
         input_signature=spec)
