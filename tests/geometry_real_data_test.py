@@ -15,8 +15,9 @@ from keras_mvs import geometry
 from keras_mvs.data import MVSScene
 
 _SCENES = {
-    # name: (views, view 0's image height and width, depth_line, view 0's first and
-    # last depth hypothesis with 192 planes and interval scale 1.06)
+    # name: (views, view 0's image height and width, depth_line, view 0's
+    # first and last depth hypothesis with 192 planes and interval scale
+    # 1.06)
     "dtu_scan24": (49, 1200, 1600, "min_interval", 425.0, 931.15),
     "dtu_scan37": (49, 1200, 1600, "min_interval", 425.0, 931.15),
     "office_room": (40, 796, 1200, "min_interval_num_max", 4.336407,

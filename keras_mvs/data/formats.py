@@ -312,10 +312,11 @@ def _parse_depth_line(
     fields: dict = {"depth_min": depth_min}
     if len(values) == 2:
         # An interval is a small fraction of the near depth (DTU: 2.5 at
-        # 425): an "interval" at least as large as DEPTH_MIN would put the last of
-        # 192 planes beyond 192 times the first. A far depth, in contrast,
-        # always exceeds the near one. So a second field larger than the
-        # first can only be DEPTH_MAX (raw office_room_rcv: 4.336 8.482).
+        # 425): an "interval" at least as large as DEPTH_MIN would put the
+        # last of 192 planes beyond 192 times the first. A far depth, in
+        # contrast, always exceeds the near one. So a second field larger
+        # than the first can only be DEPTH_MAX (raw office_room_rcv:
+        # 4.336407 8.482101).
         if second > depth_min:
             fields.update(
                 depth_max=second, depth_line="min_max",
@@ -540,8 +541,9 @@ def parse_pair_text(text: str, source_name: str) -> Pairs:
 
     Raises:
         FormatError: empty file, non-integer count or id, a block whose K
-            disagrees with its entries (except the truncated last block), a reference line with no source
-            line, non-finite scores, or a reference listed twice.
+            disagrees with its entries (except the truncated last block),
+            a reference line with no source line, non-finite scores, or a
+            reference listed twice.
     """
     lines = [(number, raw.strip()) for number, raw in
              enumerate(text.splitlines(), start=1) if raw.strip()]

@@ -19,7 +19,6 @@ image size, grayscale or RGBA photos.
 import dataclasses
 import fractions
 import math
-import os
 import pathlib
 import re
 import warnings

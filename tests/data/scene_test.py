@@ -203,8 +203,9 @@ def test_mask_and_depth(tmp_path, strict_warnings):
     np.testing.assert_array_equal(scene.depth(0), depth)
     assert scene.mask(1) is None and scene.depth(1) is None
     Image.fromarray(values[:10]).save(root / "masks" / "00000001.png")
-    with pytest.raises(data.FormatError, match=r"scene s, view 1: .*expected "
-                       r"a mask of the image size \(24, 32\), found \(10, 32\)"):
+    with pytest.raises(data.FormatError,
+                       match=r"scene s, view 1: .*expected a mask of the "
+                       r"image size \(24, 32\), found \(10, 32\)"):
         scene.mask(1)
     data.write_pfm(root / "depths" / "00000001.pfm", np.ones((24, 32, 3)))
     with pytest.raises(data.FormatError, match=r"found \(24, 32, 3\)"):
