@@ -10,3 +10,5 @@ from keras_mvs.data.formats import write_cam_file
 from keras_mvs.data.formats import write_pair_file
 from keras_mvs.data.formats import write_pfm
 from keras_mvs.data.scene import MVSScene
+from keras_mvs.data.scene import SceneWarning
+from keras_mvs.data.scene import fit_to_max_size

@@ -111,6 +111,21 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 class MVSScene:
     """A scene folder in MVSNet layout.
 
+    Opening the scene indexes the file names and reads pair.txt; cameras and
+    image headers are read on first use and cached, images decoded per call.
+    Views that lack an image or a cam file (whether listed in pair.txt or
+    present in only one folder) are left out, with one `SceneWarning`
+    listing them all.
+
+    Attributes:
+        root: the scene folder.
+        name: its base name, used in every message.
+        view_ids: sorted ids of the views with both an image and a cam.
+        pairs: pair.txt restricted to `view_ids`:
+            `[(ref_id, [(src_id, score), ...]), ...]` in file order, with
+            unavailable views and the reference itself removed from each
+            source list.
+
     Args:
         root: the scene folder (holding `images/`, `cams/`, `pair.txt`).
 
