@@ -68,117 +68,105 @@ class ColorParams(NamedTuple):
     order: tf.Tensor
 
 
-def _gray(image: tf.Tensor) -> tf.Tensor:
-    """`[H, W, 3]` -> `[H, W, 1]` luma."""
-    weights = tf.constant(_LUMA_WEIGHTS, image.dtype)
-    return tf.reduce_sum(image * weights, axis=-1, keepdims=True)
+def _gray(images: tf.Tensor) -> tf.Tensor:
+    """`[..., H, W, 3]` -> `[..., H, W, 1]` luma."""
+    weights = tf.constant(_LUMA_WEIGHTS, images.dtype)
+    return tf.reduce_sum(images * weights, axis=-1, keepdims=True)
 
 
-def _blend(image: tf.Tensor, other: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-    """torchvision's `_blend`: `clip(factor * image + (1 - factor) * other)`."""
-    return tf.clip_by_value(factor * image + (1.0 - factor) * other, 0.0, 1.0)
+def _per_image(factor: tf.Tensor) -> tf.Tensor:
+    """Scalar or `[...]` per-image value -> broadcastable `[..., 1, 1, 1]`.
+
+    Floating values become float32; integer ones (operation codes) stay.
+    """
+    factor = tf.convert_to_tensor(factor)
+    if factor.dtype.is_floating:
+        factor = tf.cast(factor, tf.float32)
+    return factor[..., tf.newaxis, tf.newaxis, tf.newaxis]
 
 
-def adjust_brightness(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-    """Scales intensities: `clip(factor * image, 0, 1)`.
+def _blend(images: tf.Tensor, other: tf.Tensor,
+           factor: tf.Tensor) -> tf.Tensor:
+    """torchvision's `_blend`: `clip(factor * images + (1 - factor) * other)`.
+
+    A factor of exactly 1 returns `images` unchanged (for values in [0, 1]).
+    """
+    return tf.clip_by_value(factor * images + (1.0 - factor) * other, 0.0,
+                            1.0)
+
+
+def adjust_brightness(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Scales intensities: `clip(factor * images, 0, 1)`.
 
     Args:
-        image: `[H, W, 3]` float32 RGB in [0, 1].
-        factor: scalar float32; 1 is the identity, 0 gives black.
+        images: `[..., H, W, 3]` float32 RGB in [0, 1].
+        factor: float32, scalar or one per image (`[...]`); 1 is the
+            identity, 0 gives black.
 
     Returns:
-        `[H, W, 3]` float32 in [0, 1].
+        `[..., H, W, 3]` float32 in [0, 1].
     """
-    return _blend(image, tf.zeros_like(image), factor)
+    return _blend(images, 0.0, _per_image(factor))
 
 
-def adjust_contrast(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-    """Blends with the image's mean luma (a uniform grey).
+def adjust_contrast(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Blends each image with its mean luma (a uniform grey).
 
     Args:
-        image: `[H, W, 3]` float32 RGB in [0, 1].
-        factor: scalar float32; 1 is the identity, 0 gives the mean grey.
+        images: `[..., H, W, 3]` float32 RGB in [0, 1].
+        factor: float32, scalar or `[...]`; 1 is the identity, 0 gives the
+            mean grey.
 
     Returns:
-        `[H, W, 3]` float32 in [0, 1].
+        `[..., H, W, 3]` float32 in [0, 1].
     """
-    return _blend(image, tf.reduce_mean(_gray(image)), factor)
+    mean = tf.reduce_mean(_gray(images), axis=[-3, -2, -1], keepdims=True)
+    return _blend(images, mean, _per_image(factor))
 
 
-def adjust_saturation(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-    """Blends with the image's own grey version.
+def adjust_saturation(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Blends each image with its own grey version.
 
     Args:
-        image: `[H, W, 3]` float32 RGB in [0, 1].
-        factor: scalar float32; 1 is the identity, 0 gives grey levels.
+        images: `[..., H, W, 3]` float32 RGB in [0, 1].
+        factor: float32, scalar or `[...]`; 1 is the identity, 0 gives grey
+            levels.
 
     Returns:
-        `[H, W, 3]` float32 in [0, 1].
+        `[..., H, W, 3]` float32 in [0, 1].
     """
-    return _blend(image, _gray(image), factor)
+    return _blend(images, _gray(images), _per_image(factor))
 
 
-def adjust_hue(image: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+def adjust_hue(images: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
     """Rotates the hue by `shift` turns (HSV hue plus shift, modulo 1).
 
     Args:
-        image: `[H, W, 3]` float32 RGB in [0, 1].
-        shift: scalar float32 in [-0.5, 0.5]; 0 is the identity (up to the
-            float rounding of the HSV round trip), 0.5 maps red to cyan.
+        images: `[..., H, W, 3]` float32 RGB in [0, 1].
+        shift: float32, scalar or `[...]`, in turns; 0 is the identity (up
+            to the float rounding of the HSV round trip), 0.5 maps red to
+            cyan.
 
     Returns:
-        `[H, W, 3]` float32 in [0, 1].
+        `[..., H, W, 3]` float32 in [0, 1].
     """
-    return tf.clip_by_value(tf.image.adjust_hue(image, shift), 0.0, 1.0)
+    hsv = tf.image.rgb_to_hsv(images)
+    hue = tf.math.floormod(hsv[..., :1] + _per_image(shift), 1.0)
+    rgb = tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], axis=-1))
+    return tf.clip_by_value(rgb, 0.0, 1.0)
 
 
-def adjust_gamma(image: tf.Tensor, gamma: tf.Tensor) -> tf.Tensor:
-    """`clip(image ** gamma, 0, 1)` (CL-MVSNet's RandomGamma with clipping).
+def adjust_gamma(images: tf.Tensor, gamma: tf.Tensor) -> tf.Tensor:
+    """`clip(images ** gamma, 0, 1)` (CL-MVSNet's RandomGamma with clipping).
 
     Args:
-        image: `[..., 3]` float32 RGB in [0, 1].
-        gamma: float32 exponent, broadcastable to `image`.
+        images: `[..., H, W, 3]` float32 RGB in [0, 1].
+        gamma: float32, scalar or `[...]` exponents.
 
     Returns:
-        Same shape as `image`, float32 in [0, 1].
+        `[..., H, W, 3]` float32 in [0, 1].
     """
-    return tf.clip_by_value(tf.pow(image, gamma), 0.0, 1.0)
-
-
-def color_jitter(
-    image: tf.Tensor,
-    brightness: tf.Tensor,
-    contrast: tf.Tensor,
-    saturation: tf.Tensor,
-    hue: tf.Tensor,
-    order: tf.Tensor,
-) -> tf.Tensor:
-    """Applies the four jitter operations to one image in a given order.
-
-    Args:
-        image: `[H, W, 3]` float32 RGB in [0, 1].
-        brightness: scalar float32 factor.
-        contrast: scalar float32 factor.
-        saturation: scalar float32 factor.
-        hue: scalar float32 shift in turns.
-        order: `[4]` int32 permutation of the operation codes.
-
-    Returns:
-        `[H, W, 3]` float32 in [0, 1].
-    """
-    branches = (
-        lambda x: adjust_brightness(x, brightness),
-        lambda x: adjust_contrast(x, contrast),
-        lambda x: adjust_saturation(x, saturation),
-        lambda x: adjust_hue(x, hue),
-    )
-    image = tf.convert_to_tensor(image, tf.float32)
-    order = tf.convert_to_tensor(order, tf.int32)
-    for step in range(4):
-        image = tf.switch_case(
-            order[step], [lambda f=f, x=image: f(x) for f in branches]
-        )
-    return image
+    return tf.clip_by_value(tf.pow(images, _per_image(gamma)), 0.0, 1.0)
 
 
 def sample_color_params(seed: tf.Tensor, num_views: int) -> ColorParams:
@@ -214,6 +202,12 @@ def sample_color_params(seed: tf.Tensor, num_views: int) -> ColorParams:
 def apply_color_params(images: tf.Tensor, params: ColorParams) -> tf.Tensor:
     """Jitters and gamma-corrects each view with its own parameters.
 
+    Vectorised over views without control flow: at each of the four steps
+    every view is blended (brightness, contrast and saturation are all
+    `clip(f * x + (1 - f) * other)`, with `other` black, the mean grey or
+    the grey image, and f = 1 for a view whose step is the hue), and only
+    the views whose step is the hue go through the HSV round trip.
+
     Args:
         images: `[V, H, W, 3]` float32 RGB in [0, 1].
         params: `ColorParams` with leading axis V.
@@ -221,18 +215,29 @@ def apply_color_params(images: tf.Tensor, params: ColorParams) -> tf.Tensor:
     Returns:
         `[V, H, W, 3]` float32 in [0, 1].
     """
-
-    def one_view(args) -> tf.Tensor:
-        image, brightness, contrast, saturation, hue, gamma, order = args
-        image = color_jitter(image, brightness, contrast, saturation, hue, order)
-        return adjust_gamma(image, gamma)
-
-    return tf.map_fn(
-        one_view,
-        (images, params.brightness, params.contrast, params.saturation,
-         params.hue, params.gamma, params.order),
-        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.float32),
-    )
+    images = tf.convert_to_tensor(images, tf.float32)
+    view_indices = tf.range(tf.shape(images)[0])
+    for step in range(4):
+        operation = params.order[:, step]  # [V]
+        factor = tf.gather(
+            tf.stack([params.brightness, params.contrast, params.saturation,
+                      tf.ones_like(params.hue)], axis=-1),
+            operation, batch_dims=1)
+        gray = _gray(images)  # [V, H, W, 1]
+        mean = tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True)
+        operation_4d = _per_image(operation)
+        other = tf.where(operation_4d == BRIGHTNESS, 0.0,
+                         tf.where(operation_4d == CONTRAST, mean, gray))
+        images = _blend(images, other, _per_image(factor))
+        is_hue = tf.cast(operation == HUE, tf.int32)
+        kept, shifted = tf.dynamic_partition(images, is_hue, 2)
+        kept_at, shifted_at = tf.dynamic_partition(view_indices, is_hue, 2)
+        shifted = adjust_hue(shifted, tf.dynamic_partition(
+            params.hue, is_hue, 2)[1])
+        images = tf.ensure_shape(
+            tf.dynamic_stitch([kept_at, shifted_at], [kept, shifted]),
+            images.shape)
+    return adjust_gamma(images, params.gamma)
 
 
 def augment_views(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

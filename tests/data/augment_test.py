@@ -65,18 +65,48 @@ def test_hue_shift_rotates_the_colour_wheel():
             result, colorsys.hsv_to_rgb((h - 0.2) % 1.0, s, v), atol=1e-5)
 
 
+def _one_view_params(brightness, contrast, saturation, hue, gamma, order):
+    return augment.ColorParams(
+        *[tf.constant([value], tf.float32)
+          for value in (brightness, contrast, saturation, hue, gamma)],
+        order=tf.constant([order], tf.int32))
+
+
 def test_order_matters_and_is_followed():
     image = _image(5)
+    luma = np.array([0.299, 0.587, 0.114])
     # Brightness 1.8 then contrast 0 gives the mean grey of the brightened
     # (and clipped) image; the reverse order gives 1.8 times the mean grey.
-    bright_first = augment.color_jitter(image, 1.8, 0.0, 1.0, 0.0, [0, 1, 2, 3])
-    contrast_first = augment.color_jitter(image, 1.8, 0.0, 1.0, 0.0, [1, 0, 2, 3])
-    gray_mean = float((image @ np.array([0.299, 0.587, 0.114])).mean())
-    np.testing.assert_allclose(contrast_first.numpy(), 1.8 * gray_mean, atol=1e-5)
-    bright_mean = float(
-        (np.minimum(1.8 * image, 1) @ np.array([0.299, 0.587, 0.114])).mean())
+    bright_first = augment.apply_color_params(
+        image[None], _one_view_params(1.8, 0.0, 1.0, 0.0, 1.0, [0, 1, 2, 3]))
+    contrast_first = augment.apply_color_params(
+        image[None], _one_view_params(1.8, 0.0, 1.0, 0.0, 1.0, [1, 0, 2, 3]))
+    gray_mean = float((image @ luma).mean())
+    np.testing.assert_allclose(contrast_first.numpy(), 1.8 * gray_mean,
+                               atol=1e-5)
+    bright_mean = float((np.minimum(1.8 * image, 1) @ luma).mean())
     assert abs(bright_mean - 1.8 * gray_mean) > 0.01
     np.testing.assert_allclose(bright_first.numpy(), bright_mean, atol=1e-5)
+
+
+def test_all_steps_and_gamma_compose_per_view():
+    images = np.stack([_image(6), _image(7)])
+    params = augment.ColorParams(
+        brightness=tf.constant([0.7, 1.2]), contrast=tf.constant([1.3, 0.6]),
+        saturation=tf.constant([0.5, 1.4]), hue=tf.constant([0.25, -0.4]),
+        gamma=tf.constant([0.6, 1.7]),
+        order=tf.constant([[3, 0, 2, 1], [1, 2, 0, 3]], tf.int32))
+    out = augment.apply_color_params(images, params).numpy()
+    ops = (augment.adjust_brightness, augment.adjust_contrast,
+           augment.adjust_saturation, augment.adjust_hue)
+    factors = (params.brightness, params.contrast, params.saturation,
+               params.hue)
+    for view in range(2):
+        expected = images[view]
+        for operation in params.order[view].numpy():
+            expected = ops[operation](expected, factors[operation][view])
+        expected = augment.adjust_gamma(expected, params.gamma[view])
+        np.testing.assert_allclose(out[view], expected, atol=1e-5)
 
 
 def test_parameter_ranges_and_permutations():
