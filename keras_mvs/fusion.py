@@ -73,19 +73,20 @@ def _as_float_array(value, name: str, shape_rank: int) -> np.ndarray:
 
 
 def _check_camera(intrinsics, cam_from_world, name: str, batch: bool):
-    prefix = (-1,) if batch else ()
+    """Float32 camera arrays, checked to be `[3, 3]` / `[4, 4]` (or `[S, ...]`
+    when `batch`)."""
+    rank = 3 if batch else 2
+    batch_prefix = "S, " if batch else ""
     intrinsics = np.asarray(intrinsics, dtype=np.float32)
     cam_from_world = np.asarray(cam_from_world, dtype=np.float32)
-    if intrinsics.shape[-2:] != (3, 3) or intrinsics.ndim != len(prefix) + 2:
+    if intrinsics.shape[-2:] != (3, 3) or intrinsics.ndim != rank:
         raise ValueError(
-            f"`{name}` intrinsics must be {'[S, 3, 3]' if batch else '[3, 3]'};"
-            f" received shape {intrinsics.shape}.")
-    if (cam_from_world.shape[-2:] != (4, 4)
-            or cam_from_world.ndim != len(prefix) + 2):
+            f"`{name}` intrinsics must be [{batch_prefix}3, 3]; received "
+            f"shape {intrinsics.shape}.")
+    if cam_from_world.shape[-2:] != (4, 4) or cam_from_world.ndim != rank:
         raise ValueError(
-            f"`{name}` cam_from_world must be "
-            f"{'[S, 4, 4]' if batch else '[4, 4]'}; received shape "
-            f"{cam_from_world.shape}.")
+            f"`{name}` cam_from_world must be [{batch_prefix}4, 4]; received "
+            f"shape {cam_from_world.shape}.")
     return intrinsics, cam_from_world
 
 
@@ -354,19 +355,19 @@ def dynamic_consistency(
     Returns:
         `(geo_mask [H, W] bool, depth_averaged [H, W] float32)`.
     """
+    if max_level < 2:
+        raise ValueError(f"`max_level` must be >= 2; received {max_level}.")
     depth_ref = _as_float_array(depth_ref, "depth_ref", 2)
     if num_source_views is None:
         num_source_views = errors.pixel_error.shape[0]
     geo_mask = np.zeros(depth_ref.shape, bool)
-    consistent = None
     for level in range(2, max_level + 1):
         consistent = ((errors.pixel_error < level * pixel_error_base)
                       & (errors.relative_depth_error
                          < level * relative_error_base))  # [S, H, W]
         if level <= num_source_views:
             geo_mask |= np.sum(consistent, axis=0) >= level
-    if consistent is None:
-        raise ValueError(f"`max_level` must be >= 2; received {max_level}.")
+    # `consistent` now holds the loosest level, max_level.
     return geo_mask, _averaged_depth(
         depth_ref, errors.depth_reprojected, consistent)
 
@@ -570,12 +571,10 @@ def _check_view(view_id, view: FusionView) -> None:
         raise ValueError(
             f"View {view_id}: depth must be [H, W]; received shape "
             f"{depth.shape}.")
-    for name in ("confidence",):
-        shape = np.shape(getattr(view, name))
-        if shape != depth.shape:
-            raise ValueError(
-                f"View {view_id}: {name} must be {depth.shape} like the "
-                f"depth; received {shape}.")
+    if np.shape(view.confidence) != depth.shape:
+        raise ValueError(
+            f"View {view_id}: confidence must be {depth.shape} like the "
+            f"depth; received {np.shape(view.confidence)}.")
     for index, stage in enumerate(view.stage_confidences):
         if np.shape(stage) != depth.shape:
             raise ValueError(
