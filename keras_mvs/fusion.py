@@ -24,7 +24,7 @@ Example:
 import dataclasses
 import os
 import tempfile
-from typing import Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import plyfile
@@ -673,6 +673,7 @@ def fuse_views(
     views: Union[Mapping[int, FusionView], Sequence[FusionView]],
     pairs: Sequence,
     config: FilterConfig,
+    on_view: Optional[Callable[["ViewStats"], None]] = None,
 ) -> FusedCloud:
     """Filters every reference view and fuses the survivors into one cloud.
 
@@ -682,12 +683,16 @@ def fuse_views(
     `inv(cam_from_world_ref)`, and coloured from the reference image.
 
     Args:
-        views: FusionViews keyed (or indexed) by view id.
+        views: FusionViews keyed (or indexed) by view id. Only
+            `views[view_id]` is used, so a Mapping that loads views lazily
+            (with a cache) keeps large scenes out of memory.
         pairs: `[(ref_id, sources), ...]` where `sources` lists source ids or
             `(source_id, score)` tuples (`keras_mvs.data.read_pair_file`
             output works as is). Reference views missing from `views` are an
             error; so are sources.
         config: the filter.
+        on_view: called with each reference view's ViewStats as soon as it
+            is done (progress bars, logging).
 
     Returns:
         A FusedCloud: points in world coordinates (depth units), uint8
@@ -734,6 +739,8 @@ def fuse_views(
             view_id=ref_id, pixels=int(keep.size),
             photometric_kept=int(photo.sum()), geometric_kept=int(geo.sum()),
             points_kept=int(keep.sum()), num_sources=len(sources)))
+        if on_view is not None:
+            on_view(stats[-1])
 
     points = (np.concatenate(all_points).astype(np.float32) if all_points
               else np.zeros((0, 3), np.float32))

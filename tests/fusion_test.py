@@ -283,7 +283,9 @@ def test_fuse_views_puts_every_point_on_the_plane():
     views, pairs, normal, offset = _plane_scene()
     config = fusion.FilterConfig.preset(
         "casmvsnet", confidence_thresholds=(0.5,), min_consistent_views=2)
-    cloud = fusion.fuse_views(views, pairs, config)
+    reported = []
+    cloud = fusion.fuse_views(views, pairs, config, on_view=reported.append)
+    assert reported == cloud.view_stats
     assert cloud.points.dtype == np.float32 and cloud.colors.dtype == np.uint8
     relative = _plane_error(cloud.points, normal, offset)
     # As in the reference (cv2.remap, constant-0 border), a source sample
