@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_mvs.data import formats
+from keras_mvs.data import synthetic
 from keras_mvs.data import tfds_source
 from tfds_builders.blended_mvs import blended_mvs_dataset_builder
 from tfds_builders.dtu import dtu_dataset_builder
@@ -179,6 +180,32 @@ def test_tanks_and_temples_short_range_cameras(data_dir):
     np.testing.assert_allclose(short["depth_range"][0],
                                [2.0, 2.0 + 191 * 1.06 * 0.005], rtol=1e-6)
     assert "depths" not in default
+
+
+def test_synthetic_scenes_are_rendered_on_first_use_and_exact(tmp_path):
+    scenes = _by_name(tfds_source.scenes_from_tfds(
+        "synthetic_mvs", "test", config="tiny_32x40",
+        data_dir=str(tmp_path)))
+    seed = synthetic.BENCHMARK_TEST_SEEDS[1]
+    scene = scenes[f"synthetic_seed{seed}"]
+    rendered = synthetic.render_scene(synthetic.SceneConfig(
+        height=32, width=40, num_views=3, seed=seed))
+    np.testing.assert_array_equal(scene["images"], rendered["images"])
+    np.testing.assert_array_equal(scene["depths"], rendered["depths"])
+    np.testing.assert_array_equal(scene["masks"], rendered["masks"])
+    np.testing.assert_allclose(scene["intrinsics"], rendered["intrinsics"],
+                               rtol=1e-6)
+    # 4-field cam line (min, (max - min) / 192, 192, max): general_eval
+    # gives last = min + 191 * 1.06 * (max - min) / 192.
+    span = rendered["depth_max"] - rendered["depth_min"]
+    np.testing.assert_allclose(
+        scene["depth_range"],
+        np.stack([rendered["depth_min"],
+                  rendered["depth_min"] + 191 * 1.06 * span / 192], axis=1),
+        rtol=1e-6)
+    np.testing.assert_array_equal(
+        scene["pairs"][:, :2],
+        [[src for src, _ in sources] for _, sources in rendered["pairs"]])
 
 
 def test_unknown_and_unprepared_datasets(tmp_path):

@@ -1,0 +1,1 @@
+"""TFDS builder for the keras_mvs synthetic scenes."""
