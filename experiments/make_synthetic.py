@@ -2,10 +2,13 @@
 
     python -m experiments.make_synthetic --out DIR --scenes N --height H \\
         --width W --views V --seed S [--specular X] [--no-low-texture] \\
-        [--no-repetitive] [--no-occluders] [--no-shadows] [--overwrite]
+        [--no-repetitive] [--no-occluders] [--no-shadows] [--overwrite] \
+        [--preview FILE.png]
 
 writes `DIR/scene_{k:03d}` for k < N, scene k rendered from seed S + k
-(`keras_mvs.data.synthetic.render_scene`).
+(`keras_mvs.data.synthetic.render_scene`). `--preview` also saves the
+middle view of the first scene beside its colour-mapped depth (the README
+image: `--scenes 1 --height 256 --width 320 --views 20 --seed 1004`).
 """
 
 import argparse
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import keras
+from PIL import Image
 
 from keras_mvs.data import synthetic
 
@@ -44,6 +48,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                             help=f"disable {flag.replace('-', ' ')}")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing scene folders")
+    parser.add_argument("--preview", type=Path, default=None,
+                        help="PNG file for the first scene's middle view "
+                        "beside its colour-mapped depth")
     args = parser.parse_args(argv)
     if args.scenes < 1:
         parser.error(f"--scenes must be >= 1, got {args.scenes}")
@@ -72,8 +79,12 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
     progress = keras.utils.Progbar(args.scenes, unit_name="scene")
     for index, folder in enumerate(folders):
         config = dataclasses.replace(base, seed=args.seed + index)
-        synthetic.write_scene(synthetic.render_scene(config), folder,
-                              overwrite=args.overwrite)
+        scene = synthetic.render_scene(config)
+        synthetic.write_scene(scene, folder, overwrite=args.overwrite)
+        if index == 0 and args.preview is not None:
+            Image.fromarray(synthetic.preview(
+                scene, view=config.num_views // 2)).save(
+                    args.preview, format="PNG", compress_level=9)
         progress.update(index + 1)
     return folders
 

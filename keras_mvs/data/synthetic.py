@@ -519,24 +519,27 @@ def _intersect(primitive: _Primitive, origins: np.ndarray,
                                                       np.inf))
             t = np.where(np.isnan(t), np.inf, t)
         elif primitive.kind == "box":
+            # Slab test. Entering through a face on `axis`, a ray moving
+            # towards +axis meets the -axis face (even part number).
             safe = np.where(local_dirs == 0.0, 1e-300, local_dirs)
             t_low = (-primitive.half_size - local_origins) / safe
             t_high = (primitive.half_size - local_origins) / safe
-            t_enter_axes = np.minimum(t_low, t_high)
-            t_enter = t_enter_axes.max(axis=1)
-            t_exit = np.maximum(t_low, t_high).min(axis=1)
-            axis = t_enter_axes.argmax(axis=1)
+            t_near_axes = np.minimum(t_low, t_high)
+            t_far_axes = np.maximum(t_low, t_high)
+            t_enter = t_near_axes.max(axis=1)
+            t_exit = t_far_axes.min(axis=1)
             hit = t_enter <= t_exit
-            t = np.where(hit & (t_enter > t_min), t_enter,
+            entering = hit & (t_enter > t_min)
+            t = np.where(entering, t_enter,
                          np.where(hit & (t_exit > t_min), t_exit, np.inf))
-            entering = t == t_enter
-            exit_axis = np.maximum(t_low, t_high).argmin(axis=1)
-            axis = np.where(entering, axis, exit_axis)
-            hit_point = local_origins[np.arange(count), axis] + (
-                np.where(np.isfinite(t), t, 0.0)
-                * local_dirs[np.arange(count), axis])
+            rows = np.arange(count)
+            enter_axis = t_near_axes.argmax(axis=1)
+            exit_axis = t_far_axes.argmin(axis=1)
             # Parts 0..5: faces -x, +x, -y, +y, -z, +z.
-            part = 2 * axis + (hit_point > 0.0)
+            part = np.where(
+                entering,
+                2 * enter_axis + (local_dirs[rows, enter_axis] < 0.0),
+                2 * exit_axis + (local_dirs[rows, exit_axis] > 0.0))
         else:  # cylinder
             qa = dx * dx + dy * dy
             qb = ox * dx + oy * dy
@@ -576,25 +579,35 @@ def _cast(primitives: list[_Primitive], origins: np.ndarray,
     """
     best_t = np.full(len(directions), np.inf)
     surface_id = np.full(len(directions), -1, dtype=np.int32)
-    origins = np.broadcast_to(origins, directions.shape)
-    squared_length = np.einsum("nc,nc->n", directions, directions)
+    length = np.sqrt(np.einsum("nc,nc->n", directions, directions))
+    unit = directions / length[:, None]
+    # Terms of the bounding-sphere test that do not depend on the primitive:
+    # distances along the unit ray are `unit . c - unit . o`, squared
+    # distances from the centre `|c|^2 - 2 o . c + |o|^2 - along^2`.
+    if origins.ndim == 1:
+        unit_dot_origin = unit @ origins
+        origin_squared = origins @ origins
+    else:
+        unit_dot_origin = np.einsum("nc,nc->n", unit, origins)
+        origin_squared = np.einsum("nc,nc->n", origins, origins)
     for index, primitive in enumerate(primitives):
         # Cull with the bounding sphere first: only rays passing within its
-        # radius of the centre, and not yet blocked before it, are
-        # intersected exactly.
-        to_centre = primitive.centre - origins
-        along = np.einsum("nc,nc->n", to_centre, directions) / squared_length
-        miss_squared = (np.einsum("nc,nc->n", to_centre, to_centre)
-                        - along * along * squared_length)
-        radius = _bounding_radius(primitive)
-        reach = radius / np.sqrt(squared_length)
+        # radius of the centre, and not yet blocked before reaching it, are
+        # intersected exactly. The slack keeps rounding from culling a ray
+        # that touches the sphere.
+        centre = primitive.centre
+        radius = _bounding_radius(primitive) * (1.0 + 1e-9) + 1e-6
+        along = unit @ centre - unit_dot_origin
+        miss_squared = (centre @ centre - 2.0 * (origins @ centre)
+                        + origin_squared - along * along)
         rows = np.flatnonzero((miss_squared <= radius * radius)
-                              & (along + reach > t_min)
-                              & (along - reach < best_t))
+                              & (along + radius > t_min * length)
+                              & (along - radius < best_t * length))
         if len(rows) == 0:
             continue
-        t, part = _intersect(primitive, origins[rows], directions[rows],
-                             t_min)
+        t, part = _intersect(
+            primitive, origins if origins.ndim == 1 else origins[rows],
+            directions[rows], t_min)
         closer = t < best_t[rows]
         rows = rows[closer]
         best_t[rows] = t[closer]
@@ -1208,3 +1221,60 @@ def ensure_benchmark(split: str,
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return [split_dir / name for name in names]
+
+
+# Anchors of the depth colour map (near to far): pale yellow, orange,
+# magenta, purple, deep blue. Chosen by hand for monotonic lightness, so
+# nearer reads brighter in colour and in grey.
+_DEPTH_COLOUR_ANCHORS = np.array([
+    [0.99, 0.96, 0.66],
+    [0.98, 0.60, 0.28],
+    [0.80, 0.25, 0.44],
+    [0.42, 0.11, 0.52],
+    [0.07, 0.04, 0.24],
+])
+
+
+def colourize_depth(depth: np.ndarray, mask: np.ndarray,
+                    depth_min: Optional[float] = None,
+                    depth_max: Optional[float] = None) -> np.ndarray:
+    """Maps a depth map to colours, near bright and far dark.
+
+    Args:
+        depth: `[H, W]` depth, mm.
+        mask: `[H, W]` bool, where the depth is valid.
+        depth_min: depth of the brightest colour; defaults to the smallest
+            valid depth.
+        depth_max: depth of the darkest colour; defaults to the largest
+            valid depth.
+
+    Returns:
+        `[H, W, 3]` uint8 RGB, black where `mask` is False.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if depth.shape != mask.shape or depth.ndim != 2:
+        raise ValueError(
+            "colourize_depth expects depth and mask of one (H, W) shape. "
+            f"Received: depth {depth.shape}, mask {mask.shape}")
+    valid = depth[mask]
+    near = float(valid.min()) if depth_min is None else depth_min
+    far = float(valid.max()) if depth_max is None else depth_max
+    scaled = np.clip((depth - near) / max(far - near, 1e-12), 0.0, 1.0)
+    position = scaled * (len(_DEPTH_COLOUR_ANCHORS) - 1)
+    low = np.minimum(np.floor(position).astype(int),
+                     len(_DEPTH_COLOUR_ANCHORS) - 2)
+    weight = (position - low)[..., None]
+    colours = ((1.0 - weight) * _DEPTH_COLOUR_ANCHORS[low]
+               + weight * _DEPTH_COLOUR_ANCHORS[low + 1])
+    colours = np.where(mask[..., None], colours, 0.0)
+    return np.round(colours * 255.0).astype(np.uint8)
+
+
+def preview(scene: dict, view: int = 0) -> np.ndarray:
+    """A rendered view beside its colour-mapped depth, `[H, 2W + 8, 3]`
+    uint8, for documentation and quick looks."""
+    image = scene["images"][view]
+    depth = colourize_depth(scene["depths"][view], scene["masks"][view])
+    gap = np.full((image.shape[0], 8, 3), 255, dtype=np.uint8)
+    return np.concatenate([image, gap, depth], axis=1)

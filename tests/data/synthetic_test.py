@@ -321,12 +321,29 @@ def test_ensure_benchmark_renders_once(tmp_path, monkeypatch):
 def test_make_synthetic_writes_consecutive_seeds(tmp_path, capsys):
     folders = make_synthetic.main([
         "--out", str(tmp_path), "--scenes", "2", "--height", "32",
-        "--width", "40", "--views", "2", "--seed", "5", "--specular", "0"])
+        "--width", "40", "--views", "2", "--seed", "5", "--specular", "0",
+        "--preview", str(tmp_path / "preview.png")])
     assert [f.name for f in folders] == ["scene_000", "scene_001"]
     configs = [json.loads((f / "scene.json").read_text())["config"]
                for f in folders]
     assert [c["seed"] for c in configs] == [5, 6]
     assert configs[0]["specular"] == 0.0
     assert len(list((folders[1] / "images").iterdir())) == 2
+    # Image beside depth with an 8-pixel gap.
+    assert Image.open(tmp_path / "preview.png").size == (2 * 40 + 8, 32)
     with pytest.raises(SystemExit, match="overwrite"):
         make_synthetic.main(["--out", str(tmp_path), "--scenes", "1"])
+
+
+def test_colourize_depth_maps_near_bright_far_dark_invalid_black():
+    depth = np.array([[100.0, 150.0, 200.0, 0.0]])
+    colours = synthetic.colourize_depth(depth, depth > 0)
+    anchors = np.round(synthetic._DEPTH_COLOUR_ANCHORS * 255).astype(int)
+    np.testing.assert_array_equal(colours[0, 0], anchors[0])
+    np.testing.assert_array_equal(colours[0, 1], anchors[2])
+    np.testing.assert_array_equal(colours[0, 2], anchors[-1])
+    np.testing.assert_array_equal(colours[0, 3], [0, 0, 0])
+    assert colours[0, :3].astype(int).sum(-1).tolist() == sorted(
+        colours[0, :3].astype(int).sum(-1).tolist(), reverse=True)
+    with pytest.raises(ValueError, match="shape"):
+        synthetic.colourize_depth(depth, np.ones((2, 4), bool))
