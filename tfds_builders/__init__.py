@@ -1,0 +1,1 @@
+"""keras-mvs TFDS builders: one package per dataset (see README.md)."""
