@@ -19,7 +19,7 @@ Example:
 
 import dataclasses
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import plyfile
@@ -84,7 +84,7 @@ def depth_metrics(
     errors = np.abs(depth_pred[valid] - depth_gt[valid])
     count = errors.size
 
-    def fraction(threshold):
+    def fraction(threshold: float) -> float:
         return float(np.mean(errors <= threshold)) if count else float("nan")
 
     metrics = {
@@ -146,7 +146,7 @@ def reduce_points(
     seed: int = 0,
     return_indices: bool = False,
     workers: int = 1,
-):
+) -> Union[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Greedy radius thinning in random order (ALGORITHMS.md 7.1 step 1).
 
     The points are visited in a random order; each point not yet removed is
@@ -195,7 +195,12 @@ def reduce_points(
     return source[indices]
 
 
-def _nearest_distances(query, reference, bound, workers):
+def _nearest_distances(
+    query: np.ndarray,
+    reference: np.ndarray,
+    bound: Optional[float],
+    workers: int,
+) -> np.ndarray:
     """Distance from each query point to its nearest reference point.
 
     Distances beyond `bound` come back as inf (the KD-tree stops there).
@@ -209,7 +214,9 @@ def _nearest_distances(query, reference, bound, workers):
     return distances
 
 
-def _cut_statistics(distances, max_distance, prefix):
+def _cut_statistics(
+    distances: np.ndarray, max_distance: Optional[float], prefix: str
+) -> dict:
     """Mean, median and fraction cut of the distances below the cut-off."""
     inside = (distances < max_distance if max_distance is not None
               else np.isfinite(distances))
@@ -362,7 +369,7 @@ def load_dtu_ground_truth(root: str, scan: int) -> DTUGroundTruth:
             f"{stl_path}: expected a PLY with vertex x, y, z ({error}).") from (
                 error)
 
-    def field(contents, path, name):
+    def field(contents: dict, path: str, name: str) -> np.ndarray:
         if name not in contents:
             raise ValueError(
                 f"{path}: no variable {name!r}; found "

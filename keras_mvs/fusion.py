@@ -44,7 +44,7 @@ _XLA_MIN_PIXELS = 1_000_000
 
 @dataclasses.dataclass(frozen=True)
 class ReprojectionErrors:
-    """Per-pixel results of the forward-backward reprojection (ALGORITHMS.md 6.2).
+    """Forward-backward reprojection results per pixel (ALGORITHMS.md 6.2).
 
     Attributes:
         pixel_error: `[S, H, W]` float32, distance in reference pixels between
@@ -72,7 +72,9 @@ def _as_float_array(value, name: str, shape_rank: int) -> np.ndarray:
     return array
 
 
-def _check_camera(intrinsics, cam_from_world, name: str, batch: bool):
+def _check_camera(
+    intrinsics, cam_from_world, name: str, batch: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Float32 camera arrays, checked to be `[3, 3]` / `[4, 4]` (or `[S, ...]`
     when `batch`)."""
     rank = 3 if batch else 2
@@ -90,8 +92,14 @@ def _check_camera(intrinsics, cam_from_world, name: str, batch: bool):
     return intrinsics, cam_from_world
 
 
-def _reprojection_batch(depth_ref, intrinsics_ref, cam_from_world_ref,
-                        depth_src, intrinsics_src, cam_from_world_src):
+def _reprojection_batch(
+    depth_ref: tf.Tensor,
+    intrinsics_ref: tf.Tensor,
+    cam_from_world_ref: tf.Tensor,
+    depth_src: tf.Tensor,
+    intrinsics_src: tf.Tensor,
+    cam_from_world_src: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """TF core of `reprojection_errors` for one batch of S sources."""
     num_sources = tf.shape(depth_src)[0]
     depth_ref = tf.broadcast_to(
@@ -225,7 +233,7 @@ def check_geometric_consistency(
     cam_from_world_src: np.ndarray,
     max_pixel_error: float = 1.0,
     max_relative_depth_error: float = 0.01,
-):
+) -> tuple[np.ndarray, np.ndarray]:
     """The "pcd" pair test between a reference and one source depth map.
 
     ALGORITHMS.md 6.2-6.3: a reference pixel is consistent with the source
@@ -298,7 +306,7 @@ def pcd_consistency(
     max_pixel_error: float = 1.0,
     max_relative_depth_error: float = 0.01,
     min_consistent_views: int = 5,
-):
+) -> tuple[np.ndarray, np.ndarray]:
     """CasMVSNet / UniMVSNet "pcd" geometric mask and averaged depth.
 
     ALGORITHMS.md 6.3: a source is consistent at a pixel when
@@ -332,7 +340,7 @@ def dynamic_consistency(
     relative_error_base: float = 1.0 / 1300.0,
     max_level: int = 10,
     num_source_views: Optional[int] = None,
-):
+) -> tuple[np.ndarray, np.ndarray]:
     """UniMVSNet's dynamic consistency check ("dypcd", ALGORITHMS.md 6.3).
 
     At level i (2 <= i <= max_level) a source is consistent when
@@ -372,7 +380,11 @@ def dynamic_consistency(
         depth_ref, errors.depth_reprojected, consistent)
 
 
-def _averaged_depth(depth_ref, depth_reprojected, consistent):
+def _averaged_depth(
+    depth_ref: np.ndarray,
+    depth_reprojected: np.ndarray,
+    consistent: np.ndarray,
+) -> np.ndarray:
     """(d_ref + sum of consistent d') / (n + 1), `[H, W]` float32."""
     total = depth_ref + np.sum(
         np.where(consistent, depth_reprojected, 0.0), axis=0)
@@ -454,7 +466,7 @@ class FilterConfig:
     dynamic_max_level: int = 10
     max_source_views: Optional[int] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.method not in ("pcd", "dypcd"):
             raise ValueError(
                 f"FilterConfig.method must be 'pcd' or 'dypcd'; received "
@@ -630,7 +642,7 @@ def filter_view(
     sources: Sequence[FusionView],
     config: FilterConfig,
     num_source_views: Optional[int] = None,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Photometric and geometric masks and the averaged depth of one view.
 
     Args:
@@ -701,7 +713,7 @@ def fuse_views(
     Raises:
         ValueError: for a view id not in `views` or a malformed view.
     """
-    def lookup(view_id, role):
+    def lookup(view_id: int, role: str) -> FusionView:
         try:
             return views[view_id]
         except (KeyError, IndexError):
@@ -813,7 +825,9 @@ def write_ply(
         raise
 
 
-def read_ply(path: str):
+def read_ply(
+    path: str,
+) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
     """Reads the `vertex` element of a PLY file (ASCII or binary).
 
     Args:
@@ -840,7 +854,7 @@ def read_ply(path: str):
     vertex = data["vertex"]
     names = set(vertex.data.dtype.names)
 
-    def stack(keys, dtype):
+    def stack(keys: tuple, dtype: type) -> Optional[np.ndarray]:
         if not set(keys) <= names:
             return None
         return np.stack([np.asarray(vertex[k]) for k in keys],

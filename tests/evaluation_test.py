@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.io
+from scipy.spatial import cKDTree
 
 from keras_mvs import evaluation
 from keras_mvs import fusion
@@ -56,7 +57,6 @@ def test_reduce_points_spacing_property():
     np.testing.assert_array_equal(kept, points[indices])
     assert 0 < kept.shape[0] < points.shape[0]
     # No two kept points within the spacing.
-    from scipy.spatial import cKDTree
     pairs = cKDTree(kept).query_pairs(spacing)
     assert not pairs
     # Every removed point is within the spacing of a kept point.
