@@ -178,7 +178,7 @@ def _same_shape(shapes: list[tuple[int, ...]], paths: list[epath.Path],
     for shape, path in zip(shapes, paths):
         if shape != shapes[0]:
             raise ValueError(
-                f"{path}: expected a {what} of shape {shapes[0]} like "
+                f"{path}: expected the {what} shape {shapes[0]} of "
                 f"{paths[0]}, found {shape}")
 
 

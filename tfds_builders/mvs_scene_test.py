@@ -48,7 +48,7 @@ def test_scene_example_rejects_views_of_different_size(tmp_path):
     views = (_write_view(root, 0, (4, 6)), _write_view(root, 1, (4, 7)))
     plan = mvs_scene.ScenePlan(key="s", scene="s",
                                pair_file=root / "pair.txt", views=views)
-    with pytest.raises(ValueError, match=r"1\.png: expected a image of "
+    with pytest.raises(ValueError, match=r"1\.png: expected the image "
                        r"shape \(4, 6\)"):
         mvs_scene.scene_example(plan, lambda camera: (1.0, 2.0))
 

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_mvs.data import formats
+from keras_mvs.data import pipeline
 from keras_mvs.data import synthetic
 from keras_mvs.data import tfds_source
 from tfds_builders.blended_mvs import blended_mvs_dataset_builder
@@ -215,3 +216,16 @@ def test_unknown_and_unprepared_datasets(tmp_path):
                        match="python -m tfds_builders.build dtu"):
         tfds_source.scenes_from_tfds("dtu", "train", config="train_light3",
                                      data_dir=str(tmp_path))
+
+
+def test_scene_dicts_feed_the_training_pipeline(data_dir):
+    scenes = tfds_source.scenes_from_tfds(
+        "dtu", "train", config="train_light3", data_dir=data_dir)
+    batches = pipeline.make_dataset(
+        scenes, num_views=3, batch_size=3, seed=0, require_depth=True,
+        repeat=False, shuffle=False, crop=(32, 32))
+    batch = next(iter(batches))
+    assert batch["images"].shape == (3, 3, 32, 32, 3)
+    assert batch["depth"].shape == (3, 32, 32)
+    # Every depth is a position-coded value of scan2 (500 + 20 + ...).
+    assert float(tf.reduce_min(batch["depth"])) > 520.0
