@@ -76,6 +76,8 @@ _NUM_PAIR_SOURCES = 10
 # piece of surface: a box face, a cylinder cap). Surface ids are
 # `primitive_index * _PARTS_PER_PRIMITIVE + part`.
 _PARTS_PER_PRIMITIVE = 8
+# Rays cast and shaded together.
+_RAY_BLOCK = 16384
 
 
 @dataclasses.dataclass(frozen=True)
@@ -995,16 +997,20 @@ def render_scene(config: SceneConfig) -> dict:
     for view in range(num_views):
         origin, directions = _pixel_rays(intrinsics[view],
                                          cam_from_world[view], height, width)
-        t, surface_id = _cast(primitives, origin, directions)
-        colour, view_normals = _shade(primitives, noise, origin, directions,
-                                      t, surface_id, config.specular,
-                                      config.shadows)
-        images[view] = np.round(colour * 255.0).astype(np.uint8).reshape(
-            height, width, 3)
-        depths[view] = np.where(np.isfinite(t), t, 0.0).reshape(height,
-                                                                 width)
-        surface_ids[view] = surface_id.reshape(height, width)
-        normals[view] = view_normals.reshape(height, width, 3)
+        # Rays go in blocks that keep the temporaries cache-sized; whole
+        # 640x512 views run about twice as slow.
+        for start in range(0, height * width, _RAY_BLOCK):
+            block = slice(start, start + _RAY_BLOCK)
+            t, surface_id = _cast(primitives, origin, directions[block])
+            colour, block_normals = _shade(
+                primitives, noise, origin, directions[block], t, surface_id,
+                config.specular, config.shadows)
+            images[view].reshape(-1, 3)[block] = np.round(
+                colour * 255.0).astype(np.uint8)
+            depths[view].reshape(-1)[block] = np.where(np.isfinite(t), t,
+                                                       0.0)
+            surface_ids[view].reshape(-1)[block] = surface_id
+            normals[view].reshape(-1, 3)[block] = block_normals
     masks = depths > 0.0
 
     depth_min = np.zeros(num_views)
