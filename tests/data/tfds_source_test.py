@@ -7,7 +7,6 @@ full-resolution maps of 72x92 whose halves (36x46) are centre-cropped by
 position: depth[i, j] = 500 + 10 scan + view + i + j / 128.
 """
 
-import io
 import pathlib
 
 import numpy as np

@@ -6,7 +6,6 @@ for the shared features and ALGORITHMS.md 1.6 for the layout.
 
 import dataclasses
 
-import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
