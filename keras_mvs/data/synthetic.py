@@ -40,7 +40,7 @@ from PIL import Image
 
 # Bumped whenever the rendered output changes, so that cached benchmark
 # scenes made by an older renderer are not reused.
-RENDERER_VERSION = 1
+RENDERER_VERSION = 2
 
 # The fixed benchmark split: scenes are identified by their seed alone.
 BENCHMARK_TRAIN_SEEDS = tuple(range(1000, 1016))
@@ -105,9 +105,12 @@ class SceneConfig:
         cap_angle_deg: half-angle of the spherical cap of camera directions.
         focal_scale: focal length in units of the image width (DTU's
             160x128 cameras have about 2.26).
-        num_surface_points: surface samples drawn before the visibility
-            test; the ones seen by at least one camera form the
-            ground-truth surface and score the view pairs.
+        num_pair_samples: surface points drawn area-uniformly over all
+            surfaces to score the view pairs (those seen by no camera
+            drop out).
+        gt_voxel_size: voxel edge (mm) that thins the ground-truth
+            surface; None uses the pixel footprint at the look-at distance,
+            `camera_distance / (focal_scale * width)`.
         num_depths: the DEPTH_NUM field written to the cam files.
         depth_margin: fraction of each view's depth span added below and
             above it before the depth range is written.
@@ -127,7 +130,8 @@ class SceneConfig:
     cap_elevation_deg: float = 50.0
     cap_angle_deg: float = 30.0
     focal_scale: float = 2.0
-    num_surface_points: int = 40000
+    num_pair_samples: int = 40000
+    gt_voxel_size: Optional[float] = None
     num_depths: int = 192
     depth_margin: float = 0.02
 
@@ -139,7 +143,7 @@ class SceneConfig:
                     f"SceneConfig.{name} must be an int >= 8. "
                     f"Received: {name}={value!r}")
         for name, minimum in (("num_views", 2), ("num_objects", 0),
-                              ("num_surface_points", 100),
+                              ("num_pair_samples", 100),
                               ("num_depths", 2), ("seed", 0)):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < minimum:
@@ -169,6 +173,10 @@ class SceneConfig:
         if not self.focal_scale > 0.0:
             raise ValueError("SceneConfig.focal_scale must be > 0. "
                              f"Received: focal_scale={self.focal_scale!r}")
+        if self.gt_voxel_size is not None and not self.gt_voxel_size > 0:
+            raise ValueError(
+                "SceneConfig.gt_voxel_size must be > 0 or None. "
+                f"Received: gt_voxel_size={self.gt_voxel_size!r}")
         if not 0.0 <= self.depth_margin < 0.5:
             raise ValueError(
                 "SceneConfig.depth_margin must be in [0, 0.5). "
@@ -722,7 +730,9 @@ def _shade(primitives: list[_Primitive], noise: _ValueNoise,
 
     Returns:
         `(colour [N, 3] float64 in [0, 1], normals [N, 3])`: world-frame
-        outward normals (zero where nothing is hit).
+        unit normals on the side facing the camera (the outward normal of a
+        solid; either side of a two-sided rectangle), zero where nothing is
+        hit.
     """
     colour = np.full((len(t), 3), _BACKGROUND_GREY)
     normals = np.zeros((len(t), 3))
@@ -751,6 +761,7 @@ def _shade(primitives: list[_Primitive], noise: _ValueNoise,
     facing = normals[rows]
     facing = np.where(np.einsum("nc,nc->n", facing, view)[:, None] < 0.0,
                       -facing, facing)
+    normals[rows] = facing
     lambert = np.clip(facing @ _LIGHT_DIRECTION, 0.0, None)
     lit = lambert > 0.0
     if shadows and lit.any():
@@ -890,6 +901,56 @@ def _visibility(primitives: list[_Primitive], points: np.ndarray,
     return visible
 
 
+def ground_truth_surface(depths: np.ndarray, normals: np.ndarray,
+                         intrinsics: np.ndarray, cam_from_world: np.ndarray,
+                         voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """The surface seen by the cameras, as points thinned on a voxel grid.
+
+    Every pixel with a surface is lifted to the world with its exact depth
+    (each point lies on a surface to float32 rounding); the union over all
+    views is thinned to one point per cubic voxel of edge `voxel_size`,
+    keeping the first in view-then-raster order, so the density is about
+    one point per `voxel_size^2` wherever some view resolves that finely.
+
+    Args:
+        depths: `[V, H, W]` depth, mm, 0 where there is no surface.
+        normals: `[V, H, W, 3]` world-frame unit normals.
+        intrinsics: `[V, 3, 3]`.
+        cam_from_world: `[V, 4, 4]`.
+        voxel_size: voxel edge, mm.
+
+    Returns:
+        `(points [N, 3], normals [N, 3])`, float32, world frame, mm.
+    """
+    height, width = depths.shape[1:]
+    rows, cols = np.meshgrid(np.arange(height, dtype=np.float64),
+                             np.arange(width, dtype=np.float64),
+                             indexing="ij")
+    pixels = np.stack([cols, rows, np.ones_like(rows)], -1)  # [H, W, 3]
+    points, point_normals = [], []
+    for depth, normal, k, extrinsic in zip(depths, normals, intrinsics,
+                                           cam_from_world):
+        valid = depth > 0
+        rays = pixels[valid] @ np.linalg.inv(k).T
+        points_cam = rays / rays[:, 2:] * depth[valid][:, None]
+        points.append((points_cam - extrinsic[:3, 3]) @ extrinsic[:3, :3])
+        point_normals.append(normal[valid])
+    points = np.concatenate(points)
+    point_normals = np.concatenate(point_normals)
+    cells = np.floor(points / voxel_size).astype(np.int64)
+    # One integer per cell: 21 bits per axis hold +-1e6 voxels.
+    cells -= cells.min(axis=0)
+    if cells.max() >= 2**21:
+        raise ValueError(
+            f"ground_truth_surface: voxel_size={voxel_size} mm is too small "
+            "for the scene's extent (over 2**21 voxels along an axis).")
+    keys = (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
+    _, first = np.unique(keys, return_index=True)
+    first.sort()
+    return (points[first].astype(np.float32),
+            point_normals[first].astype(np.float32))
+
+
 def view_selection_scores(points: np.ndarray, visible: np.ndarray,
                           camera_centres: np.ndarray) -> np.ndarray:
     """MVSNet view-selection scores between all pairs of views.
@@ -976,12 +1037,12 @@ def render_scene(config: SceneConfig) -> dict:
         z in mm, 0 where no surface is hit; `masks [V, H, W]` bool;
         `surface_ids [V, H, W]` int32 (primitive * 8 + part, -1 where
         nothing is hit), `normals [V, H, W, 3]` float32 world-frame unit
-        normals; `intrinsics [V, 3, 3]` and `cam_from_world [V, 4, 4]`
+        normals facing the camera; `intrinsics [V, 3, 3]` and `cam_from_world [V, 4, 4]`
         float64; `depth_min`, `depth_max`, `depth_interval` `[V]` float64
         mm; `num_depths` int; `pairs` list of `(ref_id, [(src_id, score),
         ...])`; `pair_scores [V, V]` float64; `surface_points`,
-        `surface_normals` `[N, 3]` float32 (points seen by at least one
-        view); `primitives` the analytic surfaces (see `_describe`);
+        `surface_normals` `[N, 3]` float32, the ground-truth surface (see
+        `ground_truth_surface`); `primitives` the analytic surfaces (see `_describe`);
         `config` the SceneConfig.
     """
     rng = np.random.default_rng(config.seed)
@@ -1026,11 +1087,14 @@ def render_scene(config: SceneConfig) -> dict:
         margin = config.depth_margin * (far - near)
         depth_min[view], depth_max[view] = near - margin, far + margin
 
-    points, point_normals = _sample_surface(rng, primitives,
-                                            config.num_surface_points)
+    points, _ = _sample_surface(rng, primitives, config.num_pair_samples)
     visible = _visibility(primitives, points, intrinsics, cam_from_world,
                           height, width)
     seen = visible.any(axis=1)
+    voxel_size = (config.camera_distance / (config.focal_scale * width)
+                  if config.gt_voxel_size is None else config.gt_voxel_size)
+    surface_points, surface_normals = ground_truth_surface(
+        depths, normals, intrinsics, cam_from_world, voxel_size)
     centres = -np.einsum("vji,vj->vi", cam_from_world[:, :3, :3],
                          cam_from_world[:, :3, 3])
     scores = view_selection_scores(points[seen], visible[seen], centres)
@@ -1048,8 +1112,8 @@ def render_scene(config: SceneConfig) -> dict:
         "num_depths": config.num_depths,
         "pairs": _pairs_from_scores(scores),
         "pair_scores": scores,
-        "surface_points": points[seen].astype(np.float32),
-        "surface_normals": point_normals[seen].astype(np.float32),
+        "surface_points": surface_points,
+        "surface_normals": surface_normals,
         "primitives": [_describe(primitive) for primitive in primitives],
         "config": config,
     }
@@ -1091,7 +1155,7 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
     `cams/ID_cam.txt` (4-field depth line, see `render_scene`),
     `pair.txt`, `depths/ID.pfm` (float32 depth, 0 where no surface),
     `masks/ID.png` (255 where the depth is valid), `gt_surface.ply` (float32
-    x, y, z, nx, ny, nz of the surface samples seen by some view) and
+    x, y, z, nx, ny, nz of the ground-truth surface) and
     `scene.json` (the SceneConfig with the renderer version, and the
     analytic primitives). The folder is
     assembled under a temporary sibling name and renamed when complete, so
@@ -1186,7 +1250,7 @@ def ensure_benchmark(split: str,
     The split is written once to `root/<key>/scene_{k:03d}` (scene k has
     seed `benchmark_seeds(split)[k]`, all other SceneConfig fields at their
     defaults), where the key encodes split, size, view count and renderer
-    version, e.g. `train-128x160-v20-r1`. The split is rendered into a
+    version, e.g. `train-128x160-v20-r2`. The split is rendered into a
     temporary folder and renamed into place, so an existing key folder is
     always complete; concurrent callers may both render, and the first
     rename wins.

@@ -17,9 +17,9 @@ from keras_mvs.data import synthetic
 # consistency holds exactly up to sampling; seed 7 has boxes, a sphere,
 # cylinders and poles in view.
 _LAMBERTIAN = synthetic.SceneConfig(num_views=3, seed=7, specular=0.0,
-                                    num_surface_points=4000)
+                                    num_pair_samples=4000)
 _TINY = synthetic.SceneConfig(height=32, width=40, num_views=3, seed=11,
-                              num_surface_points=2000)
+                              num_pair_samples=2000)
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +119,16 @@ def test_outputs_are_consistent(scene):
     np.testing.assert_array_equal(scene["masks"], scene["surface_ids"] >= 0)
     # The ground and wall fill the default views.
     assert scene["masks"].mean() > 0.95
-    # Every pixel ray has camera z = 1 per unit of t: the principal point
-    # of each camera lies inside the image.
+    # DTU-like intrinsics: focal length twice the width (within the 1 %
+    # jitter), principal point within 2 % of the image centre.
     for k in scene["intrinsics"]:
-        assert 0 < k[0, 2] < width - 1 and 0 < k[1, 2] < height - 1
+        np.testing.assert_allclose([k[0, 0], k[1, 1]], 2.0 * width,
+                                   rtol=0.0101)
+        assert abs(k[0, 2] - (width - 1) / 2) <= 0.02 * width
+        assert abs(k[1, 2] - (height - 1) / 2) <= 0.02 * height
+    # The ground truth is the union of the views thinned to the pixel
+    # footprint at 600 mm (1.875 mm): tens of thousands of points.
+    assert 20000 < len(scene["surface_points"]) < 3 * height * width
     for view in range(views):
         valid = scene["depths"][view][scene["masks"][view]]
         assert scene["depth_min"][view] < valid.min()
@@ -191,7 +197,7 @@ def test_warped_source_matches_reference_image(scene):
 def test_specular_term_depends_on_view(scene):
     shiny = synthetic.render_scene(
         synthetic.SceneConfig(num_views=3, seed=7, specular=0.6,
-                              num_surface_points=4000))
+                              num_pair_samples=4000))
     brighter = shiny["images"].astype(int) - scene["images"].astype(int)
     # The highlight only adds light, and it moves between views.
     assert brighter.min() >= 0
@@ -223,7 +229,7 @@ def test_view_selection_scores_hand_worked():
 
 def test_pairs_rank_near_view_above_far_view():
     scene = synthetic.render_scene(synthetic.SceneConfig(
-        height=32, width=40, num_views=12, seed=3, num_surface_points=3000))
+        height=32, width=40, num_views=12, seed=3, num_pair_samples=3000))
     centres = np.stack([_camera_centre(e) for e in scene["cam_from_world"]])
     ref_id, sources = scene["pairs"][0]
     distances = np.linalg.norm(centres - centres[0], axis=1)
@@ -288,7 +294,7 @@ def test_same_seed_same_bytes_other_seed_other_scene(tmp_path):
             second / relative).read_bytes(), relative
     other = synthetic.render_scene(
         synthetic.SceneConfig(height=32, width=40, num_views=3, seed=12,
-                              num_surface_points=2000))
+                              num_pair_samples=2000))
     reference = synthetic.render_scene(_TINY)
     assert np.mean(other["images"] != reference["images"]) > 0.5
     assert not np.allclose(other["cam_from_world"],
@@ -347,3 +353,24 @@ def test_colourize_depth_maps_near_bright_far_dark_invalid_black():
         colours[0, :3].astype(int).sum(-1).tolist(), reverse=True)
     with pytest.raises(ValueError, match="shape"):
         synthetic.colourize_depth(depth, np.ones((2, 4), bool))
+
+
+def test_ground_truth_surface_keeps_first_point_per_voxel():
+    # Identity camera with unit focal length: pixel (i, j) at depth 10 lifts
+    # to (10 j, 10 i, 10). The view is passed twice; duplicates collapse.
+    depths = np.full((2, 2, 3), 10.0, dtype=np.float32)
+    depths[1, 1, 2] = 0.0  # no surface: never a point
+    normals = np.zeros((2, 2, 3, 3), dtype=np.float32)
+    normals[..., 2] = -1.0
+    intrinsics = np.tile(np.eye(3), (2, 1, 1))
+    cam_from_world = np.tile(np.eye(4), (2, 1, 1))
+    points, point_normals = synthetic.ground_truth_surface(
+        depths, normals, intrinsics, cam_from_world, voxel_size=5.0)
+    expected = [[0, 0, 10], [10, 0, 10], [20, 0, 10],
+                [0, 10, 10], [10, 10, 10], [20, 10, 10]]
+    np.testing.assert_array_equal(points, expected)
+    np.testing.assert_array_equal(point_normals[:, 2], -np.ones(6))
+    # Cells of 15 mm: x in {0, 10} share a cell, as do y in {0, 10}.
+    points, _ = synthetic.ground_truth_surface(
+        depths, normals, intrinsics, cam_from_world, voxel_size=15.0)
+    np.testing.assert_array_equal(points, [[0, 0, 10], [20, 0, 10]])
