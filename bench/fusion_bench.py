@@ -4,7 +4,9 @@ Depth maps are ray-cast analytically from a sphere in front of a plane, seen
 by 49 cameras on a 7x7 grid of viewing directions, so every source agrees
 with its reference and the filter keeps most pixels (the realistic worst
 case for the averaging and unprojection work). Prints the seconds taken by
-`keras_mvs.fusion.fuse_views` for each filter method.
+`keras_mvs.fusion.fuse_views` for each filter method (wall clock, and the
+process's CPU seconds, which say more on a machine shared with other jobs).
+The first method's figure includes the one-off XLA compilation.
 
     python -m bench.fusion_bench [--views 49] [--height 600] [--width 800]
 """
@@ -103,11 +105,12 @@ def main():
     for preset in ("casmvsnet", "unimvsnet_dypcd"):
         config = fusion.FilterConfig.preset(
             preset, confidence_thresholds=(0.5,))
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         cloud = fusion.fuse_views(views, pairs, config)
         seconds = time.perf_counter() - start
-        print(f"{config.method:6s} ({preset}): {seconds:.1f} s, "
-              f"{cloud.points.shape[0]} points, "
+        cpu_seconds = time.process_time() - start_cpu
+        print(f"{config.method:6s} ({preset}): {seconds:.1f} s wall, "
+              f"{cpu_seconds:.1f} s CPU, {cloud.points.shape[0]} points, "
               f"{seconds / args.views:.2f} s per reference view")
 
 
