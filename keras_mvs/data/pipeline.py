@@ -193,13 +193,11 @@ class _FolderScene:
             if key not in out:
                 continue
             values = read(view_id)
-            folder = key
+            path = f"{key}/{view_id:08d}.{suffix}"
             if values is None:
-                return (f"view {view_id}: {folder}/{view_id:08d}.{suffix} is "
-                        "missing")
+                return f"view {view_id}: {path} is missing"
             if not np.isfinite(values).all():
-                return (f"view {view_id}: {folder}/{view_id:08d}.{suffix} has "
-                        "non-finite values")
+                return f"view {view_id}: {path} has non-finite values"
             out[key][index] = values[rows[:, None], cols]
         return ""
 
@@ -357,7 +355,12 @@ def reference_tuples(pairs: tf.Tensor,
         first, then the first V - 1 valid candidates, padded by repeating
         the first source.
     """
-    candidates, counts = candidate_lists(pairs)
+    return _regular_tuples(*candidate_lists(pairs), num_views)
+
+
+def _regular_tuples(candidates: tf.Tensor, counts: tf.Tensor,
+                    num_views: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """`reference_tuples` from the output of `candidate_lists`."""
     refs = tf.cast(tf.where(counts > 0)[:, 0], tf.int32)
     num_sources = num_views - 1
     # Rows may be narrower than V - 1; pad with -1 before slicing.
@@ -441,6 +444,15 @@ def _crop_offset(height: tf.Tensor, width: tf.Tensor, crop: tuple[int, int],
 
 
 # === Per-scene assembly ===
+
+
+def _no_autograph(function):
+    """Marks a dataset function as plain TF code.
+
+    The pipeline's functions have no tensor-dependent Python control flow, so
+    autograph's source conversion would only add tracing time.
+    """
+    return tf.autograph.experimental.do_not_convert(function)
 
 
 def _as_string(values: tf.Tensor) -> tf.Tensor:
@@ -590,7 +602,7 @@ def _scene_examples(
     scene = _complete_scene(scene_index, scene)
     size_check = _check_size(scene, crop)
     candidates, counts = candidate_lists(scene["pairs"])
-    refs, views = reference_tuples(scene["pairs"], num_views)
+    refs, views = _regular_tuples(candidates, counts, num_views)
     used = views
     if with_scc:
         used = tf.concat([views, tf.gather(candidates, refs)], axis=1)
@@ -634,7 +646,8 @@ def _scene_examples(
                                                   scc_views)
         return out
 
-    return tf.data.Dataset.from_tensor_slices(good).map(example)
+    return tf.data.Dataset.from_tensor_slices(good).map(
+        _no_autograph(example))
 
 
 def _finish_example(example: dict, *, crop: Optional[tuple[int, int]],
@@ -712,7 +725,8 @@ def _tuples(scenes: tf.data.Dataset, *, num_views: int, seed: int,
     # Interleaving a few scenes mixes references of different scenes without
     # holding more than `scene_cycle` decoded scenes in memory.
     return visits.enumerate().interleave(
-        per_scene, cycle_length=scene_cycle if shuffle else 1, block_length=1)
+        _no_autograph(per_scene), cycle_length=scene_cycle if shuffle else 1,
+        block_length=1)
 
 
 def make_dataset(
@@ -801,9 +815,9 @@ def make_dataset(
         dataset = dataset.shuffle(shuffle_buffer, seed=seed,
                                   reshuffle_each_iteration=True)
     dataset = dataset.map(
-        lambda example: _finish_example(
+        _no_autograph(lambda example: _finish_example(
             example, crop=crop, random_crop=training, with_icc=with_icc,
-            keep=keep),
+            keep=keep)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -839,7 +853,8 @@ def make_eval_dataset(
                       shuffle=False, repeat=False, crop=crop,
                       skip_bad=skip_bad, scene_cycle=1)
     dataset = dataset.map(
-        lambda example: _finish_example(
-            example, crop=crop, random_crop=False, with_icc=False, keep=keep),
+        _no_autograph(lambda example: _finish_example(
+            example, crop=crop, random_crop=False, with_icc=False,
+            keep=keep)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
