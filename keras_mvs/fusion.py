@@ -174,10 +174,12 @@ def reprojection_errors(
     the pcd and dynamic filters only threshold its result.
 
     Args:
-        depth_ref: `[H, W]` reference depth (depth units; <= 0 means none).
+        depth_ref: `[H, W]` reference depth (depth units; <= 0 or
+            non-finite means none).
         intrinsics_ref: `[3, 3]` for the reference depth map's resolution.
         cam_from_world_ref: `[4, 4]` world-to-camera.
-        depth_src: `[S, H', W']` source depths, all of one size.
+        depth_src: `[S, H', W']` source depths, all of one size (<= 0 or
+            non-finite means none).
         intrinsics_src: `[S, 3, 3]` for the source depth maps' resolution.
         cam_from_world_src: `[S, 4, 4]`.
 
@@ -187,8 +189,10 @@ def reprojection_errors(
     Raises:
         ValueError: if a shape is not as above.
     """
-    depth_ref = _as_float_array(depth_ref, "depth_ref", 2)
-    depth_src = _as_float_array(depth_src, "depth_src", 3)
+    # Non-finite depths become 0 ("no depth"): a NaN would leak into the
+    # bilinear samples of its neighbours even with a zero weight.
+    depth_ref = _clean_depth(_as_float_array(depth_ref, "depth_ref", 2))
+    depth_src = _clean_depth(_as_float_array(depth_src, "depth_src", 3))
     intrinsics_ref, cam_from_world_ref = _check_camera(
         intrinsics_ref, cam_from_world_ref, "reference", batch=False)
     intrinsics_src, cam_from_world_src = _check_camera(
@@ -622,7 +626,7 @@ def _source_errors(depth_ref, ref, sources) -> ReprojectionErrors:
         members = [s for s in sources if np.shape(s.depth) == shape]
         per_shape[shape] = reprojection_errors(
             depth_ref, ref.intrinsics, ref.cam_from_world,
-            np.stack([_clean_depth(s.depth) for s in members]),
+            np.stack([s.depth for s in members]),
             np.stack([s.intrinsics for s in members]),
             np.stack([s.cam_from_world for s in members]))
     if len(shapes) == 1:  # the usual case: no concatenation copy

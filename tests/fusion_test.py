@@ -66,13 +66,19 @@ class TestCheckGeometricConsistency:
         np.testing.assert_array_equal(mask, np.tile(expected, (6, 1)))
         assert (reprojected[~mask] == 0).all()
 
-    def test_reference_without_depth_is_never_consistent(self):
+    def test_missing_depths(self):
         depth = np.full((6, 16), 500.0, np.float32)
         depth_ref = depth.copy()
         depth_ref[0, 5] = 0.0
+        depth_ref[1, 5] = np.nan
+        depth_src = depth.copy()
+        depth_src[3, 8] = np.nan  # seen by reference pixel (3, 10)
         mask, _ = fusion.check_geometric_consistency(
-            depth_ref, self.K, self.ref_pose, depth, self.K, self.src_pose)
-        assert not mask[0, 5] and mask[0, 6]
+            depth_ref, self.K, self.ref_pose, depth_src, self.K,
+            self.src_pose)
+        assert not mask[0, 5] and not mask[1, 5] and mask[0, 6]
+        # The NaN is "no depth" and does not leak into its neighbours.
+        assert not mask[3, 10] and mask[3, 9] and mask[3, 11]
 
 
 class TestPerturbedSourceDepth:
