@@ -1,9 +1,9 @@
-"""Renders synthetic MVS scenes to disk in the MVSNet layout.
+r"""Renders synthetic MVS scenes to disk in the MVSNet layout.
 
-    python -m experiments.make_synthetic --out DIR --scenes N --height H \\
-        --width W --views V --seed S [--specular X] [--no-low-texture] \\
-        [--no-repetitive] [--no-occluders] [--no-shadows] [--overwrite] \
-        [--preview FILE.png]
+    python -m experiments.make_synthetic --out DIR --scenes N --height H \
+        --width W --views V --seed S [--specular X] [--no-low-texture] \
+        [--no-repetitive] [--no-occluders] [--no-shadows] \
+        [--supersample K] [--overwrite] [--preview FILE.png]
 
 writes `DIR/scene_{k:03d}` for k < N, scene k rendered from seed S + k
 (`keras_mvs.data.synthetic.render_scene`). `--preview` also saves the
@@ -43,6 +43,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--objects", type=int, default=defaults.num_objects)
     parser.add_argument("--specular", type=float, default=defaults.specular,
                         help="highlight strength, 0 for Lambertian scenes")
+    parser.add_argument("--supersample", type=int,
+                        default=defaults.supersample,
+                        help="anti-aliasing: rays per pixel side (1 = off)")
     for flag in ("low-texture", "repetitive", "occluders", "shadows"):
         parser.add_argument(f"--no-{flag}", action="store_true",
                             help=f"disable {flag.replace('-', ' ')}")
@@ -66,7 +69,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
             seed=args.seed, num_objects=args.objects,
             specular=args.specular, low_texture=not args.no_low_texture,
             repetitive=not args.no_repetitive,
-            occluders=not args.no_occluders, shadows=not args.no_shadows)
+            occluders=not args.no_occluders, shadows=not args.no_shadows,
+            supersample=args.supersample)
     except ValueError as error:
         sys.exit(f"make_synthetic: {error}")
     folders = [args.out / f"scene_{index:03d}" for index in range(args.scenes)]

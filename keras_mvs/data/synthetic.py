@@ -100,6 +100,10 @@ class SceneConfig:
             regular stripes (ambiguous matches).
         occluders: add thin poles between the cameras and the objects.
         shadows: cast shadows from the light.
+        supersample: anti-aliasing; each pixel's colour is the mean of
+            supersample x supersample rays on a regular grid over the pixel
+            (1: the centre ray alone). Depth, normals and surface ids always
+            come from the centre ray.
         camera_distance: distance of the cameras from the look-at point, mm.
         cap_elevation_deg: elevation above the ground of the cap's axis.
         cap_angle_deg: half-angle of the spherical cap of camera directions.
@@ -126,6 +130,7 @@ class SceneConfig:
     repetitive: bool = True
     occluders: bool = True
     shadows: bool = True
+    supersample: int = 1
     camera_distance: float = 600.0
     cap_elevation_deg: float = 50.0
     cap_angle_deg: float = 30.0
@@ -143,6 +148,7 @@ class SceneConfig:
                     f"SceneConfig.{name} must be an int >= 8. "
                     f"Received: {name}={value!r}")
         for name, minimum in (("num_views", 2), ("num_objects", 0),
+                              ("supersample", 1),
                               ("num_pair_samples", 100),
                               ("num_depths", 2), ("seed", 0)):
             value = getattr(self, name)
@@ -712,6 +718,27 @@ def _albedo(primitive: _Primitive, noise: _ValueNoise, points: np.ndarray,
     return (1.0 - mix) * material.colour_a + mix * material.colour_b
 
 
+def _facing_normals(primitives: list[_Primitive], origin: np.ndarray,
+                    directions: np.ndarray, t: np.ndarray,
+                    surface_id: np.ndarray) -> np.ndarray:
+    """World-frame unit normals `[N, 3]` at the hits of rays from `origin`,
+    on the side facing the origin (the outward normal of a solid; the seen
+    side of a two-sided rectangle); zero where nothing is hit."""
+    normals = np.zeros((len(t), 3))
+    index = surface_id // _PARTS_PER_PRIMITIVE
+    for number, primitive in enumerate(primitives):
+        rows = np.flatnonzero(index == number)
+        if len(rows) == 0:
+            continue
+        part = (surface_id[rows] % _PARTS_PER_PRIMITIVE).astype(np.int64)
+        points = origin + t[rows, None] * directions[rows]
+        local = (points - primitive.centre) @ primitive.rotation
+        normals[rows] = _local_normals(primitive.kind, local,
+                                       part) @ primitive.rotation.T
+    towards_ray = np.einsum("nc,nc->n", normals, directions) > 0.0
+    return np.where(towards_ray[:, None], -normals, normals)
+
+
 def _shade(primitives: list[_Primitive], noise: _ValueNoise,
            origin: np.ndarray, directions: np.ndarray, t: np.ndarray,
            surface_id: np.ndarray, specular: float, shadows: bool
@@ -735,7 +762,7 @@ def _shade(primitives: list[_Primitive], noise: _ValueNoise,
         hit.
     """
     colour = np.full((len(t), 3), _BACKGROUND_GREY)
-    normals = np.zeros((len(t), 3))
+    normals = _facing_normals(primitives, origin, directions, t, surface_id)
     hit = surface_id >= 0
     points = origin + np.where(hit, t, 0.0)[:, None] * directions
     albedo = np.zeros((len(t), 3))
@@ -743,13 +770,11 @@ def _shade(primitives: list[_Primitive], noise: _ValueNoise,
     shininess = np.ones(len(t))
     index = surface_id // _PARTS_PER_PRIMITIVE
     for number, primitive in enumerate(primitives):
-        rows = np.flatnonzero(hit & (index == number))
+        rows = np.flatnonzero(index == number)
         if len(rows) == 0:
             continue
         part = (surface_id[rows] % _PARTS_PER_PRIMITIVE).astype(np.int64)
         local = (points[rows] - primitive.centre) @ primitive.rotation
-        normals[rows] = _local_normals(primitive.kind, local,
-                                       part) @ primitive.rotation.T
         albedo[rows] = _albedo(primitive, noise, local, part)
         specular_scale[rows] = primitive.material.specular_scale
         shininess[rows] = primitive.material.shininess
@@ -757,11 +782,7 @@ def _shade(primitives: list[_Primitive], noise: _ValueNoise,
     rows = np.flatnonzero(hit)
     view = -directions[rows] / np.linalg.norm(directions[rows], axis=1,
                                               keepdims=True)
-    # Rectangles are two-sided: shade the side that faces the camera.
     facing = normals[rows]
-    facing = np.where(np.einsum("nc,nc->n", facing, view)[:, None] < 0.0,
-                      -facing, facing)
-    normals[rows] = facing
     lambert = np.clip(facing @ _LIGHT_DIRECTION, 0.0, None)
     lit = lambert > 0.0
     if shadows and lit.any():
@@ -1058,14 +1079,33 @@ def render_scene(config: SceneConfig) -> dict:
     for view in range(num_views):
         origin, directions = _pixel_rays(intrinsics[view],
                                          cam_from_world[view], height, width)
+        # Sub-pixel offsets (dx, dy) move a ray by K^-1 [dx, dy, 0] in the
+        # camera frame (z stays 1), rotated into the world.
+        offsets = (np.arange(config.supersample) + 0.5) / config.supersample
+        pixel_shifts = [
+            (np.linalg.inv(intrinsics[view]) @ [dx - 0.5, dy - 0.5, 0.0])
+            @ cam_from_world[view][:3, :3]
+            for dy in offsets for dx in offsets]
         # Rays go in blocks that keep the temporaries cache-sized; whole
         # 640x512 views run about twice as slow.
         for start in range(0, height * width, _RAY_BLOCK):
             block = slice(start, start + _RAY_BLOCK)
             t, surface_id = _cast(primitives, origin, directions[block])
-            colour, block_normals = _shade(
-                primitives, noise, origin, directions[block], t, surface_id,
-                config.specular, config.shadows)
+            if config.supersample == 1:
+                colour, block_normals = _shade(
+                    primitives, noise, origin, directions[block], t,
+                    surface_id, config.specular, config.shadows)
+            else:
+                block_normals = _facing_normals(
+                    primitives, origin, directions[block], t, surface_id)
+                colour = np.zeros((len(t), 3))
+                for shift in pixel_shifts:
+                    sub_directions = directions[block] + shift
+                    sub_t, sub_id = _cast(primitives, origin, sub_directions)
+                    colour += _shade(primitives, noise, origin,
+                                     sub_directions, sub_t, sub_id,
+                                     config.specular, config.shadows)[0]
+                colour /= len(pixel_shifts)
             images[view].reshape(-1, 3)[block] = np.round(
                 colour * 255.0).astype(np.uint8)
             depths[view].reshape(-1)[block] = np.where(np.isfinite(t), t,
