@@ -23,6 +23,17 @@ STAGE_SCALES = (0.25, 0.5, 1.0)
 # halves it three more times.
 SIZE_MULTIPLE = 32
 
+# The plane-sweep warp is gather-bound. On CPU, TF's gather kernels make it
+# 4-5x slower in graph mode than the same function compiled by XLA
+# (bench/model_bench.py), while XLA's CPU 3-D convolutions are much slower
+# than oneDNN's; so `xla_warp` compiles only the warp. `reduce_retracing`
+# keeps one trace for every (V, H, W), but XLA compiles once per concrete
+# shape (about 3 CPU-seconds for the three stages), which is why it is off
+# by default: worth it for fixed-size training and inference, not for
+# ever-changing shapes.
+_xla_homography_warp = tf.function(
+    geometry.homography_warp, jit_compile=True, reduce_retracing=True)
+
 
 def _check_int_triple(values: Sequence[int], name: str) -> tuple:
     values = tuple(values) if isinstance(values, (list, tuple)) else values
@@ -79,6 +90,10 @@ class CascadeMVSNet(keras.Model):
         input_normalization: "none" (images in [0, 1] go in as they are;
             CasMVSNet, UniMVSNet) or "imagenet" (ImageNet mean/std
             standardisation; CL-MVSNet).
+        xla_warp: compile `geometry.homography_warp` with XLA: the same
+            function, 4-5x faster on CPU, but compiled anew for every input
+            shape, and it needs a TensorFlow runtime with the XLA JIT (the
+            standard builds have it). Off by default.
         **kwargs: forwarded to `keras.Model`.
 
     Call arguments:
@@ -123,6 +138,7 @@ class CascadeMVSNet(keras.Model):
         groups: int = 8,
         num_depths_base: int = 192,
         input_normalization: str = "none",
+        xla_warp: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -178,7 +194,11 @@ class CascadeMVSNet(keras.Model):
         self.base_channels = base_channels
         self.groups = groups
         self.num_depths_base = num_depths_base
+        if not isinstance(xla_warp, bool):
+            raise ValueError(
+                f"`xla_warp` must be a bool. Received: xla_warp={xla_warp!r}")
         self.input_normalization = input_normalization
+        self.xla_warp = xla_warp
 
         # === Layers ===
         self.feature_pyramid = feature_pyramid.FeaturePyramid(
@@ -293,11 +313,16 @@ class CascadeMVSNet(keras.Model):
             src_features = tf.reshape(
                 stage_features[:, 1:],
                 tf.stack([-1, stage_height, stage_width, channels]))
-            warped = geometry.homography_warp(
+            # Stage 1 sweeps fronto-parallel planes: pass them as [B, D] so
+            # the warp does not carry per-pixel copies.
+            planes = hypotheses[:, :, 0, 0] if stage == 0 else hypotheses
+            warp = (_xla_homography_warp if self.xla_warp
+                    else geometry.homography_warp)
+            warped = warp(
                 src_features,
                 tf.reshape(projections[:, 1:], [-1, 4, 4]),
                 tf.repeat(projections[:, 0], num_sources, axis=0),
-                tf.repeat(hypotheses, num_sources, axis=0),
+                tf.repeat(planes, num_sources, axis=0),
             )  # [B*N, D, h, w, C]
             warped = tf.reshape(
                 warped,
@@ -342,5 +367,6 @@ class CascadeMVSNet(keras.Model):
             "groups": self.groups,
             "num_depths_base": self.num_depths_base,
             "input_normalization": self.input_normalization,
+            "xla_warp": self.xla_warp,
         })
         return config

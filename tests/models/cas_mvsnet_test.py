@@ -194,6 +194,8 @@ def test_variance_and_groupwise_weights():
 
 
 def test_one_trace_serves_any_view_count(model):
+    if not model.built:  # creating variables would cost a second trace
+        model.build()
     signature = {
         "images": tf.TensorSpec([None, None, None, None, 3], tf.float32),
         "intrinsics": tf.TensorSpec([None, None, 3, 3], tf.float32),
@@ -213,6 +215,21 @@ def test_one_trace_serves_any_view_count(model):
     assert len(traces) == 1
     np.testing.assert_allclose(depth.numpy(), model(inputs)["depth"],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.large
+def test_xla_warp_matches_plain_warp(model):
+    inputs = make_inputs(1, 3, 32, 32)
+    assert not model.xla_warp
+    plain = model(inputs)
+    model.xla_warp = True
+    try:
+        compiled = model(inputs)
+    finally:
+        model.xla_warp = False
+    for a, b in zip(compiled["stages"], plain["stages"]):
+        np.testing.assert_allclose(a["logits"].numpy(), b["logits"].numpy(),
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_imagenet_normalization(model):
@@ -283,6 +300,7 @@ def test_xla_forward_matches_graph(model):
     ({"aggregation": "groupwise", "groups": 3}, "groups"),
     ({"num_depths_base": 0}, "num_depths_base"),
     ({"input_normalization": "standard"}, "input_normalization"),
+    ({"xla_warp": "yes"}, "xla_warp"),
 ])
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=f"{match}.*Received"):
