@@ -1,0 +1,138 @@
+"""Training-step speed and memory: supervised UFL and the CL three-branch step.
+
+    python -m bench.train_step_bench [--repeats N] [--height H --width W]
+
+Each configuration runs in a fresh subprocess so that its peak resident memory
+(ru_maxrss) is its own. Reported: median seconds per optimizer step over the
+repeats (after warm-up/compilation), and peak RSS. Graph mode is the default
+training path; "xla" compiles forward + loss + gradients per replica
+(`--config.train.xla=true`).
+
+Reference (issue 4): the official PyTorch UniMVSNet training step on this CPU
+(2 threads, 3 views, 128x160) takes about 1.5 s.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+CONFIGS = (
+    # name, objective, aggregation, head, branches
+    ("supervised-unity (UniMVSNet)", "supervised", "adaptive", "unity",
+     ("regular",)),
+    ("unsupervised 3-branch (CL-MVSNet)", "unsupervised", "groupwise",
+     "regression", ("regular", "icc", "scc")),
+    ("unsupervised_unity 3-branch", "unsupervised_unity", "groupwise",
+     "unity", ("regular", "icc", "scc")),
+)
+PYTORCH_SUPERVISED_SECONDS = 1.5
+
+
+def _batch(num_views, height, width, seed=0):
+    import numpy as np
+
+    from keras_mvs.data import synthetic
+
+    scene = synthetic.render_scene(synthetic.SceneConfig(
+        height=height, width=width, num_views=max(num_views + 2, 8),
+        seed=seed))
+    views = list(range(num_views))
+    depth_range = np.array([[scene["depth_min"][0], scene["depth_max"][0]]],
+                           np.float32)
+    batch = {
+        "images": scene["images"][views][None].astype(np.float32) / 255.0,
+        "intrinsics": scene["intrinsics"][views][None].astype(np.float32),
+        "cam_from_world": scene["cam_from_world"][views][None].astype(
+            np.float32),
+        "depth_range": depth_range,
+        "depth": scene["depths"][0][None].astype(np.float32),
+        "mask": scene["masks"][0][None].astype(np.float32),
+    }
+    batch["icc_images"] = batch["images"]
+    scc = [0] + list(range(num_views, 2 * num_views - 1))
+    batch["scc_images"] = scene["images"][scc][None].astype(
+        np.float32) / 255.0
+    batch["scc_intrinsics"] = scene["intrinsics"][scc][None].astype(
+        np.float32)
+    batch["scc_cam_from_world"] = scene["cam_from_world"][scc][None].astype(
+        np.float32)
+    return batch
+
+
+def run_one(index, xla, repeats, num_views, height, width):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_mvs import models
+    from keras_mvs.models import trainer as trainer_lib
+
+    name, objective, aggregation, head, branches = CONFIGS[index]
+    batch = {k: tf.constant(v) for k, v in
+             _batch(num_views, height, width).items()}
+    network = models.CascadeMVSNet(aggregation=aggregation, head=head)
+    trainer = trainer_lib.MVSTrainer(network, objective=objective,
+                                     branches=branches, xla=xla)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
+    trainer(trainer_lib.network_inputs(batch))
+    step = tf.function(trainer.train_step)
+    start = time.perf_counter()
+    step(batch)  # trace (and compile with XLA)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        logs = step(batch)
+        float(logs["loss"])
+        times.append(time.perf_counter() - start)
+    return {"name": name, "mode": "xla" if xla else "graph",
+            "median_s": float(np.median(times)), "first_s": first,
+            "peak_rss_mb": resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--views", type=int, default=3)
+    parser.add_argument("--height", type=int, default=128)
+    parser.add_argument("--width", type=int, default=160)
+    parser.add_argument("--modes", default="graph,xla")
+    parser.add_argument("--configs", default="0,1,2")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        index, xla = args.child.split(":")
+        print(json.dumps(run_one(int(index), xla == "1", args.repeats,
+                                 args.views, args.height, args.width)))
+        return
+    rows = []
+    for index in (int(i) for i in args.configs.split(",")):
+        for mode in args.modes.split(","):
+            command = [sys.executable, "-m", "bench.train_step_bench",
+                       "--child", f"{index}:{int(mode == 'xla')}",
+                       "--repeats", str(args.repeats), "--views",
+                       str(args.views), "--height", str(args.height),
+                       "--width", str(args.width)]
+            out = subprocess.run(command, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(out.stderr[-2000:], file=sys.stderr)
+                continue
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    print(f"\nTraining step, {args.views} views, {args.height}x{args.width}, "
+          "batch 1, D=48/32/8 (median of "
+          f"{args.repeats}; PyTorch UniMVSNet supervised step on this CPU: "
+          f"~{PYTORCH_SUPERVISED_SECONDS} s)")
+    print(f"{'configuration':38s} {'mode':6s} {'median s':>9s} "
+          f"{'first s':>8s} {'peak RSS MB':>12s}")
+    for row in rows:
+        print(f"{row['name']:38s} {row['mode']:6s} {row['median_s']:9.3f} "
+              f"{row['first_s']:8.1f} {row['peak_rss_mb']:12.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Settings shared by every training configuration.
+
+Each config file defines `get_config(smoke: bool = False)` returning a locked
+`ml_collections.ConfigDict` with the sections `data`, `model`, `loss`,
+`optimizer`, `train` and `eval` (STYLE.md rule 10). Variants import this base
+and override a few fields. Derived values are computed here, not in the
+trainer.
+"""
+
+import ml_collections
+
+
+def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    config.data = ml_collections.ConfigDict()
+    # "" = the built-in synthetic benchmark, a folder in MVSNet layout (one
+    # scene or a folder of scenes), or "tfds:NAME[/CONFIG]".
+    config.data.spec = ""
+    config.data.split = "train"
+    # Training resolution; scenes are resized to it (multiples of 32).
+    config.data.height = 128
+    config.data.width = 160
+    config.data.num_views = 5
+    config.data.batch_size = 2
+    config.data.seed = 0
+    # Synthetic benchmark scenes: views rendered per scene.
+    config.data.synthetic_views = 20
+
+    config.model = ml_collections.ConfigDict()
+    config.model.num_depths = (48, 32, 8)
+    config.model.depth_interval_ratios = (4, 2, 1)
+    config.model.aggregation = "adaptive"
+    config.model.head = "unity"
+    config.model.base_channels = 8
+    config.model.groups = 8
+    config.model.num_depths_base = 192
+    config.model.input_normalization = "none"
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.objective = "supervised"
+    config.loss.branches = ("regular", "icc", "scc")
+    config.loss.stage_weights = (0.5, 1.0, 2.0)
+    config.loss.view_min = "reference"
+    config.loss.reference_quirks = False
+    config.loss.max_icc_weight = 0.32
+    config.loss.scc_weight = 0.01
+    config.loss.confidence_threshold = 0.95
+    config.loss.max_source_mask_rate = 0.1
+    config.loss.mask_ramp_epochs = 15.0
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.warmup_epochs = 0.2
+    config.optimizer.milestones = (10.0, 12.0, 14.0)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = 4000
+    # Optimizer steps that make one "data epoch" for the epoch-based
+    # schedules (learning rate, ICC weight, masking ramp): 16 epochs in all,
+    # as the reference trains.
+    config.train.steps_per_epoch = config.train.get_ref("steps") // 16
+    # Progress bar, TensorBoard, backup and checkpoint period in steps.
+    config.train.log_every = 100
+    config.train.keep_checkpoints = 3
+    config.train.xla = False
+    # "float32" or "mixed_bfloat16" (GPU) / "mixed_float16".
+    config.train.precision = "float32"
+    config.train.seed = 0
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.split = "test"
+    config.eval.num_views = 5
+    config.eval.max_views_per_scene = 0  # 0 = every view of every scene
+
+    if smoke:
+        config.data.height = 64
+        config.data.width = 96
+        config.data.num_views = 3
+        config.data.batch_size = 1
+        config.data.synthetic_views = 8
+        config.model.num_depths = (16, 8, 8)
+        config.train.steps = 16
+        config.train.log_every = 8
+        config.eval.num_views = 3
+        config.eval.max_views_per_scene = 2
+    return config

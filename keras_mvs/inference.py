@@ -1,0 +1,85 @@
+"""Loading trained models for inference, whatever form they were saved in.
+
+`--model PATH` in every entry point accepts a training work directory (with
+`model.keras`), a `.keras` file, an exported SavedModel folder (with
+`saved_model.pb`), or a TF Serving base folder holding numbered versions (the
+highest is used). All of them load into a `Predictor` that maps the network's
+input dict to at least `depth [B,H,W]` and `confidence [B,H,W]`.
+"""
+
+import pathlib
+from typing import Dict, Union
+
+import keras
+import tensorflow as tf
+
+PathLike = Union[str, pathlib.Path]
+
+
+class Predictor:
+    """A loaded model: `predictor(inputs) -> {"depth", "confidence", ...}`.
+
+    Attributes:
+        path: where the model was loaded from.
+        kind: `"keras"` or `"saved_model"`.
+        network: the Keras network (`None` for a SavedModel). Keras models
+            also return per-stage outputs under `"stages"`.
+    """
+
+    def __init__(self, path: pathlib.Path, kind: str, network=None,
+                 signature=None):
+        self.path = path
+        self.kind = kind
+        self.network = network
+        self._signature = signature
+        if network is not None:
+            self._call = tf.function(
+                lambda inputs: network(inputs, training=False),
+                reduce_retracing=True)
+
+    def __call__(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        inputs = {k: tf.convert_to_tensor(v, tf.float32)
+                  for k, v in inputs.items()}
+        if self.network is not None:
+            return self._call(inputs)
+        return self._signature(**inputs)
+
+
+def load_model(path: PathLike) -> Predictor:
+    """Loads a work directory, `.keras` file or SavedModel for inference.
+
+    Raises:
+        FileNotFoundError: nothing loadable at `path`; the message lists the
+            accepted forms and how to get a model.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir() and (path / "model.keras").is_file():
+        path = path / "model.keras"
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        versions = sorted((p for p in path.iterdir()
+                           if p.name.isdigit() and
+                           (p / "saved_model.pb").is_file()),
+                          key=lambda p: int(p.name))
+        if versions:
+            path = versions[-1]
+    if path.is_file() and path.suffix == ".keras":
+        # Importing the package registers the custom layers for loading.
+        import keras_mvs.models  # noqa: F401
+
+        network = keras.saving.load_model(path, compile=False)
+        return Predictor(path, "keras", network=network)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        loaded = tf.saved_model.load(str(path))
+        if "serving_default" not in loaded.signatures:
+            raise ValueError(f"{path}: the SavedModel has no "
+                             "'serving_default' signature")
+        predictor = Predictor(path, "saved_model",
+                              signature=loaded.signatures["serving_default"])
+        predictor._loaded = loaded  # keeps the variables alive
+        return predictor
+    raise FileNotFoundError(
+        f"--model {path}: expected a training work directory containing "
+        "model.keras, a .keras file, or an exported SavedModel folder "
+        "containing saved_model.pb. Train one with `python -m "
+        "experiments.train_clmvs` (or train_unimvs), or export one with "
+        "`python -m experiments.export`.")
