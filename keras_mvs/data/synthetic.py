@@ -806,20 +806,24 @@ def _shade(primitives: list[_Primitive], noise: _ValueNoise,
 
 
 def _pixel_rays(intrinsics: np.ndarray, cam_from_world: np.ndarray,
-                height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rays through the pixel centres of one view.
+                rows: np.ndarray, cols: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Rays through pixel centres (row i, column j) at x = j, y = i.
+
+    Args:
+        intrinsics: `[3, 3]` K.
+        cam_from_world: `[4, 4]`.
+        rows: `[N]` pixel rows i (float64; fractional for sub-pixel rays).
+        cols: `[N]` pixel columns j.
 
     Returns:
-        `(origin [3], directions [H*W, 3])` in the world frame; each
+        `(origin [3], directions [N, 3])` in the world frame; each
         direction has camera-frame z = 1, so a hit's ray parameter is its
         depth.
     """
-    rows, cols = np.meshgrid(np.arange(height, dtype=np.float64),
-                             np.arange(width, dtype=np.float64),
-                             indexing="ij")
-    pixels = np.stack([cols.ravel(), rows.ravel(),
-                       np.ones(height * width)], -1)
-    rays_cam = pixels @ np.linalg.inv(intrinsics).T
+    inverse = np.linalg.inv(intrinsics)
+    rays_cam = (cols[:, None] * inverse[:, 0] + rows[:, None] * inverse[:, 1]
+                + inverse[:, 2])
     rays_cam /= rays_cam[:, 2:3]  # exactly 1, whatever the rounding of inv
     rotation = cam_from_world[:3, :3]
     origin = -rotation.T @ cam_from_world[:3, 3]
@@ -943,33 +947,38 @@ def ground_truth_surface(depths: np.ndarray, normals: np.ndarray,
     Returns:
         `(points [N, 3], normals [N, 3])`, float32, world frame, mm.
     """
-    height, width = depths.shape[1:]
-    rows, cols = np.meshgrid(np.arange(height, dtype=np.float64),
-                             np.arange(width, dtype=np.float64),
-                             indexing="ij")
-    pixels = np.stack([cols, rows, np.ones_like(rows)], -1)  # [H, W, 3]
+    kept_keys = np.zeros(0, dtype=np.int64)  # sorted
     points, point_normals = [], []
+    # Views are merged one at a time so that memory follows the thinned
+    # surface, not the V * H * W pixels.
     for depth, normal, k, extrinsic in zip(depths, normals, intrinsics,
                                            cam_from_world):
-        valid = depth > 0
-        rays = pixels[valid] @ np.linalg.inv(k).T
-        points_cam = rays / rays[:, 2:] * depth[valid][:, None]
-        points.append((points_cam - extrinsic[:3, 3]) @ extrinsic[:3, :3])
-        point_normals.append(normal[valid])
-    points = np.concatenate(points)
-    point_normals = np.concatenate(point_normals)
-    cells = np.floor(points / voxel_size).astype(np.int64)
-    # One integer per cell: 21 bits per axis hold +-1e6 voxels.
-    cells -= cells.min(axis=0)
-    if cells.max() >= 2**21:
-        raise ValueError(
-            f"ground_truth_surface: voxel_size={voxel_size} mm is too small "
-            "for the scene's extent (over 2**21 voxels along an axis).")
-    keys = (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
-    _, first = np.unique(keys, return_index=True)
-    first.sort()
-    return (points[first].astype(np.float32),
-            point_normals[first].astype(np.float32))
+        rows, cols = np.nonzero(depth > 0)
+        origin, directions = _pixel_rays(k, extrinsic, rows.astype(float),
+                                         cols.astype(float))
+        view_points = origin + depth[rows, cols, None] * directions
+        cells = np.floor(view_points / voxel_size)
+        # One integer per cell: 21 bits per axis, cells offset by 2**20.
+        if np.abs(cells).max() >= 2**20:
+            raise ValueError(
+                f"ground_truth_surface: voxel_size={voxel_size} mm is too "
+                "small for the scene's extent (over 2**20 voxels from the "
+                "origin along an axis).")
+        cells = cells.astype(np.int64) + 2**20
+        keys = (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
+        keys, first = np.unique(keys, return_index=True)
+        # Both key arrays are sorted and unique: look the new ones up by
+        # bisection and merge by sorting.
+        position = np.searchsorted(kept_keys, keys).clip(
+            max=max(len(kept_keys) - 1, 0))
+        new = (kept_keys[position] != keys if len(kept_keys)
+               else np.ones(len(keys), dtype=bool))
+        first = np.sort(first[new])  # raster order within the view
+        points.append(view_points[first])
+        point_normals.append(normal[rows[first], cols[first]])
+        kept_keys = np.sort(np.concatenate([kept_keys, keys[new]]))
+    return (np.concatenate(points).astype(np.float32),
+            np.concatenate(point_normals).astype(np.float32))
 
 
 def view_selection_scores(points: np.ndarray, visible: np.ndarray,
@@ -1076,9 +1085,9 @@ def render_scene(config: SceneConfig) -> dict:
     depths = np.zeros((num_views, height, width), dtype=np.float32)
     surface_ids = np.zeros((num_views, height, width), dtype=np.int32)
     normals = np.zeros((num_views, height, width, 3), dtype=np.float32)
+    pixel_rows = np.repeat(np.arange(height, dtype=np.float64), width)
+    pixel_cols = np.tile(np.arange(width, dtype=np.float64), height)
     for view in range(num_views):
-        origin, directions = _pixel_rays(intrinsics[view],
-                                         cam_from_world[view], height, width)
         # Sub-pixel offsets (dx, dy) move a ray by K^-1 [dx, dy, 0] in the
         # camera frame (z stays 1), rotated into the world.
         offsets = (np.arange(config.supersample) + 0.5) / config.supersample
@@ -1090,17 +1099,20 @@ def render_scene(config: SceneConfig) -> dict:
         # 640x512 views run about twice as slow.
         for start in range(0, height * width, _RAY_BLOCK):
             block = slice(start, start + _RAY_BLOCK)
-            t, surface_id = _cast(primitives, origin, directions[block])
+            origin, directions = _pixel_rays(
+                intrinsics[view], cam_from_world[view], pixel_rows[block],
+                pixel_cols[block])
+            t, surface_id = _cast(primitives, origin, directions)
             if config.supersample == 1:
                 colour, block_normals = _shade(
-                    primitives, noise, origin, directions[block], t,
-                    surface_id, config.specular, config.shadows)
+                    primitives, noise, origin, directions, t, surface_id,
+                    config.specular, config.shadows)
             else:
                 block_normals = _facing_normals(
-                    primitives, origin, directions[block], t, surface_id)
+                    primitives, origin, directions, t, surface_id)
                 colour = np.zeros((len(t), 3))
                 for shift in pixel_shifts:
-                    sub_directions = directions[block] + shift
+                    sub_directions = directions + shift
                     sub_t, sub_id = _cast(primitives, origin, sub_directions)
                     colour += _shade(primitives, noise, origin,
                                      sub_directions, sub_t, sub_id,
