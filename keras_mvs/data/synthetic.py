@@ -21,9 +21,13 @@ and a quality benchmark, so everything it produces is exact and reproducible:
   are written by Pillow with fixed settings, so one seed gives
   byte-identical files on one platform.
 
+Each scene also carries a ground-truth surface for point-cloud evaluation
+(the union of the exact depth maps, thinned on a voxel grid) and MVSNet
+view-selection pairs scored on surface points seen by exact ray casting.
 `write_scene` writes the MVSNet layout read by `keras_mvs.data.scene`:
 `images/`, `cams/` (4-field depth line), `pair.txt`, `depths/` (PFM),
-`masks/` and `gt_surface.ply`.
+`masks/` and `gt_surface.ply`. `ensure_benchmark` renders the fixed
+benchmark split once into a cache folder.
 """
 
 import dataclasses
@@ -57,6 +61,7 @@ _WALL_HEIGHT = 450.0
 # Direction towards the fixed light (unit vector, world frame).
 _LIGHT_DIRECTION = np.array([-0.3, -0.5, 0.8]) / np.linalg.norm(
     [-0.3, -0.5, 0.8])
+_LIGHT_DIRECTION.setflags(write=False)
 _AMBIENT = 0.25
 _BACKGROUND_GREY = 0.05
 # Shadow rays start this far (mm) off the surface so that they do not hit
@@ -72,9 +77,9 @@ _SIGMA_BELOW_DEG = 1.0
 _SIGMA_ABOVE_DEG = 10.0
 _NUM_PAIR_SOURCES = 10
 
-# Primitive kinds and how many surface parts each has (a part is one smooth
-# piece of surface: a box face, a cylinder cap). Surface ids are
-# `primitive_index * _PARTS_PER_PRIMITIVE + part`.
+# Surface ids are `primitive_index * _PARTS_PER_PRIMITIVE + part`, a part
+# being one smooth piece of a primitive's surface (a box face, a cylinder
+# cap); no primitive has more than 6 parts.
 _PARTS_PER_PRIMITIVE = 8
 # Rays cast and shaded together.
 _RAY_BLOCK = 16384
@@ -416,9 +421,8 @@ def _build_scene(config: SceneConfig,
                    for px, py, pf in placed):
                 break
         placed.append((x, y, footprint))
-        primitives.append(_Primitive(
-            "sphere" if kind == "sphere" else kind, rotation,
-            np.array([x, y, height]), half_size, material))
+        primitives.append(_Primitive(kind, rotation, np.array([x, y, height]),
+                                     half_size, material))
 
     if config.occluders:
         # Poles on the camera side of the object region: each hides part of
@@ -1355,6 +1359,7 @@ _DEPTH_COLOUR_ANCHORS = np.array([
     [0.42, 0.11, 0.52],
     [0.07, 0.04, 0.24],
 ])
+_DEPTH_COLOUR_ANCHORS.setflags(write=False)
 
 
 def colourize_depth(depth: np.ndarray, mask: np.ndarray,
