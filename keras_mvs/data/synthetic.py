@@ -42,6 +42,8 @@ import numpy as np
 import plyfile
 from PIL import Image
 
+from keras_mvs.data import formats
+
 # Bumped whenever the rendered output changes, so that cached benchmark
 # scenes made by an older renderer are not reused.
 RENDERER_VERSION = 2
@@ -1230,10 +1232,6 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
         FileExistsError: `out_dir` exists, is not empty and `overwrite` is
             False.
     """
-    # Imported here because keras_mvs.data imports TensorFlow, which the
-    # renderer itself does not need.
-    from keras_mvs.data import formats
-
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(
