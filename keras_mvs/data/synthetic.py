@@ -1068,18 +1068,26 @@ def render_scene(config: SceneConfig) -> dict:
         config: what to render.
 
     Returns:
-        A dict of numpy arrays (V views, N surface samples):
-        `images [V, H, W, 3]` uint8 RGB; `depths [V, H, W]` float32 camera
-        z in mm, 0 where no surface is hit; `masks [V, H, W]` bool;
-        `surface_ids [V, H, W]` int32 (primitive * 8 + part, -1 where
-        nothing is hit), `normals [V, H, W, 3]` float32 world-frame unit
-        normals facing the camera; `intrinsics [V, 3, 3]` and `cam_from_world [V, 4, 4]`
-        float64; `depth_min`, `depth_max`, `depth_interval` `[V]` float64
-        mm; `num_depths` int; `pairs` list of `(ref_id, [(src_id, score),
-        ...])`; `pair_scores [V, V]` float64; `surface_points`,
-        `surface_normals` `[N, 3]` float32, the ground-truth surface (see
-        `ground_truth_surface`); `primitives` the analytic surfaces (see `_describe`);
-        `config` the SceneConfig.
+        A dict (V views, N ground-truth points):
+        * `images`: `[V, H, W, 3]` uint8 RGB.
+        * `depths`: `[V, H, W]` float32 camera z, mm; 0 where no surface.
+        * `masks`: `[V, H, W]` bool, where a surface is hit.
+        * `surface_ids`: `[V, H, W]` int32, `primitive * 8 + part`; -1
+          where nothing is hit.
+        * `normals`: `[V, H, W, 3]` float32 world-frame unit normals facing
+          the camera; 0 where nothing is hit.
+        * `intrinsics`: `[V, 3, 3]` and `cam_from_world`: `[V, 4, 4]`,
+          float64.
+        * `depth_min`, `depth_max`, `depth_interval`: `[V]` float64, mm;
+          `num_depths`: int (the cam files' depth line).
+        * `pairs`: list of `(ref_id, [(src_id, score), ...])`, best first;
+          `pair_scores`: `[V, V]` float64.
+        * `surface_points`, `surface_normals`: `[N, 3]` float32, world
+          frame, the ground-truth surface (see `ground_truth_surface`).
+        * `primitives`: list of dicts with `kind`, `rotation` (3x3
+          world_from_local), `centre` and `half_size` (mm) describing the
+          analytic surfaces, in surface-id order.
+        * `config`: the SceneConfig.
     """
     rng = np.random.default_rng(config.seed)
     noise = _ValueNoise(rng)
