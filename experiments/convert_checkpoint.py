@@ -1,0 +1,133 @@
+r"""Converts an official UniMVSNet / CasMVSNet PyTorch checkpoint to a .keras model.
+
+    python -m experiments.convert_checkpoint --state-dict FILE --out FILE.keras \
+        [--aggregation {auto,adaptive,variance,groupwise}] \
+        [--head {unity,regression}] [--num-depths 48,32,8] \
+        [--depth-interval-ratios 4,2,1] [--input-normalization none]
+
+`FILE` is a PyTorch `.ckpt`/`.pth` (needs torch: `pip install
+"keras-mvs[convert]"`) or an `.npz` of the state_dict. The aggregation is
+read from the tensors by default (`auto`: the weight nets mean adaptive).
+The head has no weights, so it cannot be inferred: the default `unity` is
+UniMVSNet's; CasMVSNet checkpoints need `--aggregation variance --head
+regression`. `--num-depths` and `--depth-interval-ratios` are the cascade
+settings stored in the model (UniMVSNet's Tanks and Temples test uses
+`64,32,8` and `3,2,1`). The model is written under a temporary name in the
+output folder and renamed when complete, so `--out` is never half written.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+from keras_mvs import checkpoints
+from keras_mvs.layers import cost_volume
+from keras_mvs.models import cas_mvsnet
+
+
+def _int_triple(text: str) -> tuple:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(
+            f"expected three comma-separated ints, got {text!r}")
+    return values
+
+
+def _float_triple(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(
+            f"expected three comma-separated numbers, got {text!r}")
+    return values
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parses the command line (`argv` defaults to `sys.argv[1:]`)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.convert_checkpoint",
+        description="Convert a UniMVSNet/CasMVSNet PyTorch state_dict into a "
+        "keras_mvs CascadeMVSNet saved as .keras.")
+    parser.add_argument("--state-dict", required=True, type=Path,
+                        help="PyTorch .ckpt/.pth or .npz of the state_dict")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output model file, ending in .keras")
+    parser.add_argument(
+        "--aggregation", default="auto",
+        choices=("auto",) + cost_volume.AGGREGATIONS,
+        help="cost aggregation; auto (default) reads it from the tensors")
+    parser.add_argument(
+        "--head", default="unity", choices=cas_mvsnet.HEADS,
+        help="depth head: unity (UniMVSNet, default) or regression "
+        "(CasMVSNet soft-argmin)")
+    parser.add_argument("--num-depths", type=_int_triple, default=(48, 32, 8),
+                        help="hypotheses per stage (default 48,32,8)")
+    parser.add_argument("--depth-interval-ratios", type=_float_triple,
+                        default=(4.0, 2.0, 1.0),
+                        help="interval ratios per stage (default 4,2,1)")
+    parser.add_argument(
+        "--input-normalization", default="none",
+        choices=cas_mvsnet.INPUT_NORMALIZATIONS,
+        help="none (UniMVSNet, CasMVSNet) or imagenet (CL-MVSNet)")
+    args = parser.parse_args(argv)
+    if args.out.suffix != ".keras":
+        parser.error(f"--out must end in .keras, got {str(args.out)!r}")
+    return args
+
+
+def convert(args: argparse.Namespace) -> checkpoints.ConversionReport:
+    """Builds the model, converts the checkpoint into it and saves it."""
+    state_dict = checkpoints.load_state_dict(args.state_dict)
+    config = checkpoints.model_config(state_dict)
+    if args.aggregation != "auto":
+        config["aggregation"] = args.aggregation
+    model = cas_mvsnet.CascadeMVSNet(
+        num_depths=args.num_depths,
+        depth_interval_ratios=args.depth_interval_ratios,
+        head=args.head,
+        input_normalization=args.input_normalization,
+        **config)
+    report = checkpoints.convert_state_dict(state_dict, model)
+
+    out_dir = args.out.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(
+        suffix=".keras", prefix=f".{args.out.stem}.", dir=out_dir)
+    os.close(handle)
+    try:
+        model.save(partial)
+        os.replace(partial, args.out)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    print(f"{args.state_dict}: {len(report.assigned)} tensors converted, "
+          f"{len(report.ignored)} num_batches_tracked ignored; "
+          f"aggregation={config['aggregation']}, head={args.head}; "
+          f"wrote {args.out}")
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = parse_args(argv)
+    try:
+        convert(args)
+    except (checkpoints.StateDictError, FileNotFoundError, ImportError,
+            ValueError) as error:
+        # The message names the file and every offending key; a traceback
+        # would only bury it.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
