@@ -88,9 +88,13 @@ def apply_overrides(config: ml_collections.ConfigDict,
         parts = key.split(".")
         node = config
         for part in parts[:-1]:
-            if part not in node:
+            if not isinstance(node, ml_collections.ConfigDict) or (
+                    part not in node):
                 raise KeyError(f"--config.{key}: no section {part!r}")
             node = node[part]
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise KeyError(f"--config.{key}: {parts[-2]!r} is a field, "
+                           "not a section")
         if parts[-1] not in node:
             raise KeyError(f"--config.{key}: no such field; known: "
                            f"{sorted(node.keys())}")
@@ -129,6 +133,12 @@ def resolve_config(args, overrides) -> ml_collections.ConfigDict:
         # The objective is defined on the unity head (DESIGN.md section 1).
         config.model.head = "unity"
     return config
+
+
+def steps_per_epoch(config) -> int:
+    """`train.steps_per_epoch`, at least 1 (it is `steps // 16` by default,
+    0 for runs shorter than 16 steps)."""
+    return max(int(config.train.steps_per_epoch), 1)
 
 
 # === Data ===
@@ -214,13 +224,13 @@ def build_trainer(config, network: keras.Model) -> trainer_lib.MVSTrainer:
         confidence_threshold=loss.confidence_threshold,
         max_source_mask_rate=loss.max_source_mask_rate,
         mask_ramp_epochs=loss.mask_ramp_epochs,
-        steps_per_epoch=config.train.steps_per_epoch,
+        steps_per_epoch=steps_per_epoch(config),
         seed=config.train.seed,
         xla=config.train.xla,
     )
     learning_rate = schedules.WarmupMultiStep(
         config.optimizer.learning_rate,
-        steps_per_epoch=config.train.steps_per_epoch,
+        steps_per_epoch=steps_per_epoch(config),
         warmup_epochs=config.optimizer.warmup_epochs,
         milestones=tuple(config.optimizer.milestones),
     )
