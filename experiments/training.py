@@ -267,6 +267,29 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `minutes` of wall-clock time have passed.
+
+    The budget counts from the start of `fit` (tracing included), so a run's
+    budget is what a user waits. The run ends normally: the last period's
+    checkpoint, `model.keras` and the evaluation are written.
+    """
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.start = None
+        self.stopped_at_step: Optional[int] = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start > self.seconds:
+            self.stopped_at_step = int(self.model.optimizer.iterations.numpy())
+            self.model.stop_training = True
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Writes the network's weights at the end of each log period.
 
@@ -378,6 +401,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                     update_freq="epoch"),
         DepthImages(workdir / "logs", first_batch),
     ]
+    if config.train.max_minutes > 0:
+        callbacks.append(TimeBudget(config.train.max_minutes))
     trainer.fit(dataset, epochs=max(steps // period, 1),
                 steps_per_epoch=period, callbacks=callbacks,
                 verbose=1 if sys.stdout.isatty() else 2)
@@ -392,6 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     os.replace(tmp, workdir / "model.keras")
     metrics = evaluate_heldout(config, network)
     if metrics:
+        metrics["train_steps"] = int(trainer.optimizer.iterations.numpy())
         write_json(workdir / "eval.json", metrics)
     return metrics
 

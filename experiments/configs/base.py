@@ -63,6 +63,9 @@ def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
     # Progress bar, TensorBoard, backup and checkpoint period in steps.
     config.train.log_every = 100
     config.train.keep_checkpoints = 3
+    # Wall-clock budget in minutes (0: none); training stops at the first
+    # step past it, then saves and evaluates as usual.
+    config.train.max_minutes = 0.0
     config.train.xla = False
     # "float32" or "mixed_bfloat16" (GPU) / "mixed_float16".
     config.train.precision = "float32"
