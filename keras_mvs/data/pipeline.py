@@ -707,6 +707,10 @@ def _tuples(scenes: tf.data.Dataset, *, num_views: int, seed: int,
             crop: Optional[tuple[int, int]], skip_bad: bool,
             scene_cycle: int) -> tf.data.Dataset:
     """Scenes -> (uint8) view tuples, with seeded scene and reference order."""
+    num_scenes = int(scenes.cardinality())
+    if num_scenes > 0:
+        # More would load the same scene several times at once.
+        scene_cycle = min(scene_cycle, num_scenes)
     visits = scenes.enumerate()
     if shuffle:
         visits = visits.shuffle(scene_cycle, seed=seed,
@@ -722,8 +726,9 @@ def _tuples(scenes: tf.data.Dataset, *, num_views: int, seed: int,
             with_scc=with_scc, shuffle=shuffle, crop=crop, skip_bad=skip_bad,
             report=report)
 
-    # Interleaving a few scenes mixes references of different scenes without
-    # holding more than `scene_cycle` decoded scenes in memory.
+    # Interleaving a few scenes mixes references of different scenes while
+    # holding at most 2 * `scene_cycle` decoded scenes in memory (shuffle
+    # buffer and interleave cycle).
     return visits.enumerate().interleave(
         _no_autograph(per_scene), cycle_length=scene_cycle if shuffle else 1,
         block_length=1)
@@ -769,7 +774,11 @@ def make_dataset(
             failing.
         shuffle_buffer: tuples in the shuffle buffer (each holds V or 2V
             uint8 images).
-        scene_cycle: scenes interleaved (and held in memory) at a time.
+        scene_cycle: scenes interleaved at a time, and the size of the
+            scene shuffle buffer (capped at the number of scenes when the
+            dataset's cardinality is known); up to twice this many decoded
+            scenes are held in memory. Scenes are re-read on every pass:
+            pass `scenes.cache()` when they fit in memory.
 
     Returns:
         A dataset of dicts (B, V, H, W as above):
