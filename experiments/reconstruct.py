@@ -1,0 +1,287 @@
+"""Reconstruct a scene: depth maps, filtering and fusion to a coloured PLY.
+
+    python -m experiments.reconstruct --scene DIR --model PATH --out DIR
+        [--max-height H] [--max-width W] [--views V] [--num-depths 48,32,8]
+        [--filter pcd|dypcd|PRESET] [--conf C | --conf C1,C2,C3]
+        [--min-consistent-views N] [--images DIR] [--memory-budget-gb G]
+        [--gt-ply GT.ply [--threshold T] [--max-distance D]]
+        [--render VIEW.png]
+
+`--scene` is a folder in MVSNet layout (images/, cams/, pair.txt) or a
+COLMAP model (cameras, images and points3D as .bin or .txt, in DIR,
+DIR/sparse or DIR/sparse/0) with its undistorted images (`--images`, or an
+`images/` folder beside the model, as COLMAP's image_undistorter writes it).
+A COLMAP model is converted first (`keras_mvs.data.colmap`) into
+OUT/mvsnet_scene/, which holds the cams, depth ranges and pair.txt used.
+
+`--model` is a training work directory, a `.keras` file or an exported
+SavedModel. Outputs under OUT: `depth/`, `confidence/`, `previews/`,
+`cams/` (K at the depth-map resolution), `fused.ply` and `summary.json`
+(written last). `--num-depths` rebuilds a Keras network with other
+hypotheses per stage and the same weights (not possible for SavedModels).
+
+Filters (ALGORITHMS.md 6.3): `pcd` is CasMVSNet's (final confidence > 0.9,
+1 px, 1 %, 5 consistent sources), `dypcd` UniMVSNet's dynamic check (stage
+confidences > 0.1, 0.15, 0.9); any `keras_mvs.fusion.FilterConfig` preset
+name works too. `--conf` replaces the confidence thresholds.
+"""
+
+import argparse
+import pathlib
+import sys
+import time
+from typing import Optional, Sequence
+
+# What the user should do when no model is given (DESIGN.md 10).
+NO_MODEL_MESSAGE = (
+    "--model is required: a training work directory, a .keras file or an "
+    "exported SavedModel. Without trained weights the cloud would be "
+    "meaningless. Get one by training, e.g. `python -m "
+    "experiments.train_clmvs --workdir runs/clmvs --data SCENE_ROOT` "
+    "(unsupervised: needs only images and cameras) or `python -m "
+    "experiments.train_unimvs --workdir runs/unimvs` (supervised), or by "
+    "converting an official PyTorch checkpoint with `python -m "
+    "experiments.convert_checkpoint --state-dict FILE --out model.keras`.")
+
+# --filter shorthands for the FilterConfig presets.
+FILTER_ALIASES = {"pcd": "casmvsnet", "dypcd": "unimvsnet_dypcd"}
+
+
+def _num_depths(text: str) -> tuple:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or any(v < 8 or v % 8 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected three multiples of 8 such as 48,32,8; received "
+            f"{text!r}")
+    return values
+
+
+def _thresholds(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3) or any(not 0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected one confidence threshold in [0, 1) or three (stages "
+            f"1, 2, 3) such as 0.1,0.15,0.9; received {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer; received {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (DESIGN.md 11)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.reconstruct",
+        description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scene", required=True,
+                        help="MVSNet-layout folder or COLMAP model folder")
+    parser.add_argument("--model",
+                        help="work directory, .keras file or SavedModel")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--images",
+                        help="COLMAP input: the undistorted images folder")
+    parser.add_argument("--max-height", type=_positive_int, default=864)
+    parser.add_argument("--max-width", type=_positive_int, default=1152)
+    parser.add_argument("--views", type=_positive_int, default=5,
+                        help="views per inference, reference included")
+    parser.add_argument("--num-depths", type=_num_depths,
+                        help="hypotheses per stage, e.g. 48,32,8 (Keras "
+                        "models only)")
+    parser.add_argument("--filter", default="pcd",
+                        help="pcd, dypcd or a FilterConfig preset name")
+    parser.add_argument("--conf", type=_thresholds,
+                        help="confidence threshold(s): one for the final "
+                        "confidence or three for the stages")
+    parser.add_argument("--min-consistent-views", type=_positive_int,
+                        help="pcd: consistent sources a pixel needs")
+    parser.add_argument("--memory-budget-gb", type=float,
+                        help="memory the largest cost volume may take "
+                        "(default: available RAM on CPU, unchecked on GPU)")
+    parser.add_argument("--gt-ply", help="ground-truth PLY to evaluate the "
+                        "fused cloud against")
+    parser.add_argument("--threshold", type=float, default=1.0,
+                        help="precision/recall distance, depth units")
+    parser.add_argument("--max-distance", type=float, default=20.0,
+                        help="accuracy/completeness cut-off, depth units")
+    parser.add_argument("--render", help="write a rendered view of the "
+                        "fused cloud to this PNG")
+    parser.add_argument("--render-size", default="640x480",
+                        help="render WIDTHxHEIGHT")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars")
+    return parser
+
+
+def filter_config(name: str, conf: Optional[tuple],
+                  min_views: Optional[int]):
+    """The FilterConfig of `--filter`, `--conf` and
+    `--min-consistent-views`."""
+    from keras_mvs import fusion
+
+    overrides = {}
+    if conf is not None:
+        overrides["confidence_thresholds"] = conf
+    if min_views is not None:
+        overrides["min_consistent_views"] = min_views
+    return fusion.FilterConfig.preset(FILTER_ALIASES.get(name, name),
+                                      **overrides)
+
+
+def open_scene(scene_dir: pathlib.Path, images: Optional[str],
+               out_dir: pathlib.Path):
+    """An MVSScene for `--scene`: the folder itself, or the conversion of a
+    COLMAP model written to OUT/mvsnet_scene.
+
+    Raises:
+        ValueError: the folder is neither layout (message lists both).
+    """
+    from keras_mvs.data import colmap
+    from keras_mvs.data import scene as scene_lib
+
+    if not scene_dir.is_dir():
+        raise ValueError(f"--scene {scene_dir}: no such folder")
+    if (scene_dir / "cams").is_dir() and (scene_dir / "pair.txt").is_file():
+        if images:
+            raise ValueError(
+                f"--images is for COLMAP models; {scene_dir} is an MVSNet "
+                "folder, whose images/ is used")
+        return scene_lib.MVSScene(scene_dir)
+    model_dir = colmap.find_model_dir(scene_dir)
+    if model_dir is None:
+        found = sorted(p.name for p in scene_dir.iterdir())[:8]
+        raise ValueError(
+            f"--scene {scene_dir}: expected an MVSNet-layout folder (cams/, "
+            "images/, pair.txt) or a COLMAP model (cameras, images and "
+            "points3D .bin or .txt in the folder, its sparse/ or "
+            f"sparse/0/); found {found}")
+    conversion = colmap.convert(model_dir, images)
+    target = colmap.write_mvsnet_folder(conversion, out_dir / "mvsnet_scene",
+                                        link_images=True, overwrite=True)
+    print(f"COLMAP model {model_dir}: {len(conversion.names)} views "
+          f"converted to {target}")
+    return scene_lib.MVSScene(target)
+
+
+def _print_summary(summary: dict, out_dir: pathlib.Path) -> None:
+    print(f"\n{'view':>8} {'size':>11} {'points':>9} {'photo rej':>9} "
+          f"{'geo rej':>8}")
+    for view in summary["views"]:
+        print(f"{view['view_id']:>8} {view['width']:>5}x{view['height']:<5} "
+              f"{view['points_kept']:>9} "
+              f"{100 * view['photometric_rejection']:>8.1f}% "
+              f"{100 * view['geometric_rejection']:>7.1f}%")
+    totals, timing = summary["totals"], summary["timing"]
+    print(f"fused {totals['num_points']} points from {totals['num_views']} "
+          f"views; photometric filter removed "
+          f"{100 * totals['photometric_rejection']:.1f} % of pixels, "
+          f"geometric filter {100 * totals['geometric_rejection']:.1f} %")
+    print(f"time: inference {timing['inference_seconds']:.1f} s "
+          f"({timing['inference_seconds_per_view']:.2f} s/view), fusion "
+          f"{timing['fusion_seconds']:.1f} s")
+    for hint in summary["diagnosis"]:
+        print(f"note: {hint}")
+    print(f"wrote {out_dir / 'fused.ply'} and {out_dir / 'summary.json'}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.exit(2, f"reconstruct: error: {NO_MODEL_MESSAGE}\n")
+    try:
+        render_width, render_height = (
+            int(v) for v in args.render_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--render-size: expected WIDTHxHEIGHT such as 640x480; "
+                     f"received {args.render_size!r}")
+    if args.gt_ply and not pathlib.Path(args.gt_ply).is_file():
+        parser.error(f"--gt-ply {args.gt_ply}: no such file")
+    if args.memory_budget_gb is not None and not args.memory_budget_gb > 0:
+        parser.error(f"--memory-budget-gb must be positive; received "
+                     f"{args.memory_budget_gb}")
+
+    # TensorFlow is imported only once the arguments are known to be sound.
+    from keras_mvs import fusion
+    from keras_mvs import inference
+    from keras_mvs import reconstruct as reconstruct_lib
+
+    out_dir = pathlib.Path(args.out)
+    try:
+        config = filter_config(args.filter, args.conf,
+                               args.min_consistent_views)
+    except ValueError as error:
+        parser.error(f"--filter/--conf: {error}")
+    try:
+        scene = open_scene(pathlib.Path(args.scene), args.images, out_dir)
+    except (ValueError, FileNotFoundError) as error:
+        # FormatError is a ValueError: it names the file and line.
+        print(f"reconstruct: error: {error}", file=sys.stderr)
+        return 2
+
+    start = time.perf_counter()
+    try:
+        predictor = inference.load_model(args.model)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"reconstruct: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        if args.num_depths is not None:
+            predictor = reconstruct_lib.with_num_depths(predictor,
+                                                        args.num_depths)
+        load_seconds = time.perf_counter() - start
+        budget = (-1 if args.memory_budget_gb is None
+                  else int(args.memory_budget_gb * 2**30))
+        settings = {"command": " ".join(sys.argv if argv is None
+                                        else ["reconstruct", *argv]),
+                    "scene_name": scene.name}
+        summary = reconstruct_lib.reconstruct(
+            scene, predictor, out_dir, num_views=args.views,
+            max_height=args.max_height, max_width=args.max_width,
+            filter_config=config, memory_budget_bytes=budget,
+            verbose=0 if args.quiet else 1, settings=settings)
+    except reconstruct_lib.ReconstructionError as error:
+        print(f"reconstruct: error: {error}", file=sys.stderr)
+        return 1
+    summary["timing"]["model_load_seconds"] = load_seconds
+    _print_summary(summary, out_dir)
+
+    if args.gt_ply or args.render:
+        points, colors, _ = fusion.read_ply(str(out_dir / "fused.ply"))
+    if args.gt_ply:
+        metrics = reconstruct_lib.evaluate_against(
+            points, args.gt_ply, args.threshold, args.max_distance)
+        summary["evaluation"] = {"gt_ply": str(args.gt_ply), **metrics}
+        print(f"against {args.gt_ply}: accuracy {metrics['accuracy']:.4g}, "
+              f"completeness {metrics['completeness']:.4g}, overall "
+              f"{metrics['overall']:.4g}; at {args.threshold:g}: precision "
+              f"{metrics['precision']:.4f}, recall {metrics['recall']:.4f}, "
+              f"F-score {metrics['fscore']:.4f}")
+    if args.render:
+        forward, up = reconstruct_lib.render_views_direction(
+            scene, [v["view_id"] for v in summary["views"]])
+        size = reconstruct_lib.write_render(
+            args.render, points, colors, forward, up, render_width,
+            render_height)
+        summary["render"] = {"path": str(args.render), "bytes": size}
+        print(f"wrote {args.render} ({size / 1000:.0f} kB)")
+    reconstruct_lib.write_json(out_dir / "summary.json", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

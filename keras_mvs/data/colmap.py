@@ -1,0 +1,448 @@
+"""COLMAP sparse models as MVSNet scenes (ALGORITHMS.md 1.1).
+
+A COLMAP model (cameras, images and points3D, binary `.bin` or text `.txt`,
+read with pycolmap) plus its undistorted images becomes an MVSNet scene:
+
+* Views: the registered images sorted by name; view id k is the k-th name
+  (`image_names.txt` keeps the mapping).
+* Intrinsics: K of the camera model. Only pinhole models are accepted:
+  SIMPLE_PINHOLE, PINHOLE, and the radial / OpenCV models when all their
+  distortion coefficients are zero; anything else must go through COLMAP's
+  `image_undistorter` first. COLMAP puts the centre of the top-left pixel
+  at (0.5, 0.5) and this project at (0, 0) (DESIGN.md 3), so
+  `cx = cx_colmap - 0.5` and `cy = cy_colmap - 0.5`. MVSNet's
+  `colmap2mvsnet.py` copies the principal point unchanged, half a pixel
+  off.
+* Pose: `cam_from_world` of the image (COLMAP's axes are OpenCV's).
+* Depth range: the 1st and 99th percentiles of the camera-frame depths of
+  the sparse points the image observes, multiplied by 0.75 and 1.25, the
+  margins of `colmap2mvsnet.py` (sparse points miss the nearest and
+  farthest surfaces). The cam file gets the 4-field line
+  `depth_min (depth_max - depth_min) / 192 192 depth_max`, read with the
+  `general_eval` rule (`Camera.depth_range`).
+* Pairs: the MVSNet view-selection score, the sum over the sparse points
+  two views share of G(theta), theta the triangulation angle in degrees,
+  G = exp(-(theta - 5)^2 / (2 sigma^2)), sigma = 1 below 5 degrees and 10
+  above; the 10 best sources are kept.
+
+Example:
+    >>> conversion = convert("project/dense/sparse", "project/dense/images")
+    >>> write_mvsnet_folder(conversion, "project/mvsnet")
+"""
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import tempfile
+import warnings
+from typing import List, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+from keras_mvs.data import formats
+
+PathLike = formats.PathLike
+
+# Depth-range margins of colmap2mvsnet.py.
+NEAR_FACTOR = 0.75
+FAR_FACTOR = 1.25
+# Percentiles of the observed point depths that bound the range.
+LOW_PERCENTILE = 1.0
+HIGH_PERCENTILE = 99.0
+# View selection (ALGORITHMS.md 1.1).
+THETA0_DEG = 5.0
+SIGMA_BELOW_DEG = 1.0
+SIGMA_ABOVE_DEG = 10.0
+NUM_SOURCES = 10
+# DEPTH_NUM written to the cam files (the MVSNet family's N0).
+NUM_DEPTHS = 192
+# Fewer observed points than this make the percentiles unreliable; such
+# views are kept, with a warning.
+MIN_POINTS_WARNING = 20
+
+_MODEL_FILES = ("cameras", "images", "points3D")
+# Pinhole models and the distortion parameters after fx, fy, cx, cy (or
+# f, cx, cy); zero distortion makes the radial / OpenCV models pinholes.
+_PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
+_ZERO_DISTORTION_MODELS = ("SIMPLE_RADIAL", "RADIAL", "OPENCV",
+                           "FULL_OPENCV")
+_MVSNET_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class ColmapError(ValueError):
+    """A COLMAP model that cannot be converted; the message says why."""
+
+
+@dataclasses.dataclass
+class ColmapConversion:
+    """A COLMAP model in MVSNet terms; index k is view id k.
+
+    Attributes:
+        model_dir: the folder the model was read from.
+        names: image names as in the model (relative to the images folder).
+        image_paths: the image files.
+        cameras: one `formats.Camera` per view (K for the image size).
+        image_sizes: `(height, width)` per view.
+        pairs: `[(ref, [(src, score), ...]), ...]`, best source first.
+        num_points: sparse points observed per view.
+    """
+
+    model_dir: pathlib.Path
+    names: List[str]
+    image_paths: List[pathlib.Path]
+    cameras: List[formats.Camera]
+    image_sizes: List[Tuple[int, int]]
+    pairs: formats.Pairs
+    num_points: List[int]
+
+
+def _has_model(folder: pathlib.Path) -> bool:
+    return all(
+        any((folder / f"{name}{suffix}").is_file()
+            for suffix in (".bin", ".txt"))
+        for name in _MODEL_FILES)
+
+
+def find_model_dir(path: PathLike) -> Optional[pathlib.Path]:
+    """The folder holding the model files: `path`, `path/sparse` or
+    `path/sparse/0` (COLMAP's mapper output), or None."""
+    path = pathlib.Path(path)
+    for candidate in (path, path / "sparse", path / "sparse" / "0"):
+        if candidate.is_dir() and _has_model(candidate):
+            return candidate
+    return None
+
+
+def find_images_dir(model_dir: pathlib.Path) -> Optional[pathlib.Path]:
+    """The conventional images folder of a model: `images/` beside the
+    model folder, or beside its parent (`dense/images` for `dense/sparse`,
+    `project/images` for `project/sparse/0`)."""
+    for parent in (model_dir, model_dir.parent, model_dir.parent.parent):
+        if (parent / "images").is_dir():
+            return parent / "images"
+    return None
+
+
+def pinhole_intrinsics(camera) -> np.ndarray:
+    """K of a COLMAP camera in this project's pixel convention.
+
+    Args:
+        camera: a `pycolmap.Camera`.
+
+    Returns:
+        `(3, 3)` float64 K with the principal point moved by -0.5 pixel
+        (COLMAP's top-left pixel centre is (0.5, 0.5), ours (0, 0)).
+
+    Raises:
+        ColmapError: a model with non-zero distortion or a non-pinhole
+            projection.
+    """
+    model = camera.model_name
+    params = np.asarray(camera.params, np.float64)
+    if model == "SIMPLE_PINHOLE" or model in ("SIMPLE_RADIAL", "RADIAL"):
+        fx = fy = params[0]
+        cx, cy = params[1], params[2]
+        distortion = params[3:]
+    elif model == "PINHOLE" or model in ("OPENCV", "FULL_OPENCV"):
+        fx, fy, cx, cy = params[:4]
+        distortion = params[4:]
+    else:
+        distortion = None
+    if distortion is None or (model not in _PINHOLE_MODELS
+                              and np.any(distortion != 0)):
+        raise ColmapError(
+            f"COLMAP camera {camera.camera_id} uses the {model} model "
+            f"with parameters {params.tolist()}; expected an undistorted "
+            f"pinhole camera ({', '.join(_PINHOLE_MODELS)}, or "
+            f"{', '.join(_ZERO_DISTORTION_MODELS)} with zero distortion). "
+            "Run COLMAP's image_undistorter (`colmap image_undistorter "
+            "--image_path IMAGES --input_path SPARSE --output_path DENSE`) "
+            "and use DENSE/sparse with DENSE/images")
+    return np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5],
+                     [0.0, 0.0, 1.0]])
+
+
+def view_selection_scores(
+    points: np.ndarray, point_index: np.ndarray, view_index: np.ndarray,
+    camera_centres: np.ndarray,
+) -> np.ndarray:
+    """MVSNet view-selection scores from sparse tracks (ALGORITHMS.md 1.1).
+
+    score(i, j) sums, over the points observed by both i and j, the
+    piecewise Gaussian G(theta) of the triangulation angle theta (degrees)
+    between the rays from the point to the two camera centres.
+
+    Args:
+        points: `[N, 3]` world points.
+        point_index: `[M]` int, the point of each observation.
+        view_index: `[M]` int, the view of each observation (an
+            observation repeated within one view counts once).
+        camera_centres: `[V, 3]` world camera centres.
+
+    Returns:
+        `[V, V]` float64 scores, symmetric, zero on the diagonal.
+    """
+    from scipy import sparse
+
+    num_views = camera_centres.shape[0]
+    visible = sparse.csr_matrix(
+        (np.ones(point_index.shape[0], bool), (point_index, view_index)),
+        shape=(points.shape[0], num_views))
+    visible.sum_duplicates()
+    by_view = visible.tocsc()
+    scores = np.zeros((num_views, num_views))
+    for ref in range(num_views):
+        rows = by_view.indices[by_view.indptr[ref]:by_view.indptr[ref + 1]]
+        if rows.size == 0:
+            continue
+        shared = visible[rows].tocoo()  # row r: views seeing point rows[r]
+        point = points[rows[shared.row]]
+        to_ref = camera_centres[ref] - point
+        to_other = camera_centres[shared.col] - point
+        cosine = np.sum(to_ref * to_other, axis=-1) / np.maximum(
+            np.linalg.norm(to_ref, axis=-1)
+            * np.linalg.norm(to_other, axis=-1), 1e-12)
+        theta = np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+        sigma = np.where(theta <= THETA0_DEG, SIGMA_BELOW_DEG,
+                         SIGMA_ABOVE_DEG)
+        gauss = np.exp(-((theta - THETA0_DEG) ** 2) / (2.0 * sigma ** 2))
+        scores[ref] = np.bincount(shared.col, weights=gauss,
+                                  minlength=num_views)
+        scores[ref, ref] = 0.0
+    return scores
+
+
+def _pairs(scores: np.ndarray, num_sources: int) -> formats.Pairs:
+    """Best sources per view (score > 0), ties broken by the lower id."""
+    pairs = []
+    for ref, row in enumerate(scores):
+        order = [int(v) for v in np.lexsort((np.arange(len(row)), -row))
+                 if v != ref and row[v] > 0][:num_sources]
+        pairs.append((ref, [(v, float(row[v])) for v in order]))
+    return pairs
+
+
+def depth_range(depths: np.ndarray, near_factor: float = NEAR_FACTOR,
+                far_factor: float = FAR_FACTOR) -> Tuple[float, float]:
+    """`(near_factor * P1, far_factor * P99)` of positive point depths.
+
+    Raises:
+        ColmapError: no positive depth.
+    """
+    depths = depths[depths > 0]
+    if depths.size == 0:
+        raise ColmapError("no sparse point lies in front of the camera")
+    low, high = np.percentile(depths, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    return float(low * near_factor), float(high * far_factor)
+
+
+def convert(
+    model_dir: PathLike,
+    images_dir: Optional[PathLike] = None,
+    *,
+    near_factor: float = NEAR_FACTOR,
+    far_factor: float = FAR_FACTOR,
+    num_sources: int = NUM_SOURCES,
+) -> ColmapConversion:
+    """Reads a COLMAP model and converts it to MVSNet cameras and pairs.
+
+    Args:
+        model_dir: the model folder (or a folder `find_model_dir` resolves).
+        images_dir: the undistorted images; default `find_images_dir`.
+        near_factor, far_factor: multipliers of the 1st / 99th depth
+            percentile.
+        num_sources: sources kept per view in the pairs.
+
+    Returns:
+        The ColmapConversion.
+
+    Raises:
+        ColmapError: no model, no images folder, a missing or wrongly sized
+            image, a distorted camera model, or fewer than 2 usable views.
+    """
+    import pycolmap
+
+    if not 0 < near_factor <= 1 <= far_factor:
+        raise ValueError(
+            f"convert: expected 0 < near_factor <= 1 <= far_factor; "
+            f"received {near_factor}, {far_factor}")
+    given = pathlib.Path(model_dir)
+    found = find_model_dir(given)
+    if found is None:
+        raise ColmapError(
+            f"{given}: no COLMAP model (cameras, images and points3D as "
+            ".bin or .txt) in the folder, its sparse/ or sparse/0/")
+    model_dir = found
+    if images_dir is None:
+        images_dir = find_images_dir(model_dir)
+        if images_dir is None:
+            raise ColmapError(
+                f"{model_dir}: no images/ folder beside the model; pass the "
+                "undistorted images folder (--images)")
+    images_dir = pathlib.Path(images_dir)
+    if not images_dir.is_dir():
+        raise ColmapError(f"images folder {images_dir} does not exist")
+    try:
+        reconstruction = pycolmap.Reconstruction(str(model_dir))
+    except Exception as error:  # pycolmap raises plain RuntimeErrors
+        raise ColmapError(
+            f"{model_dir}: pycolmap cannot read the model ({error})") from None
+
+    images = sorted((image for image in reconstruction.images.values()
+                     if image.has_pose), key=lambda image: image.name)
+    if len(images) < 2:
+        raise ColmapError(
+            f"{model_dir}: {len(images)} registered image(s); MVS needs at "
+            "least 2")
+    missing = [image.name for image in images
+               if not (images_dir / image.name).is_file()]
+    if missing:
+        raise ColmapError(
+            f"{images_dir}: {len(missing)} of the model's {len(images)} "
+            f"images are missing, e.g. {missing[:3]}; expected the folder "
+            "the model's image names are relative to")
+
+    index_of = {image.image_id: k for k, image in enumerate(images)}
+    point_ids = list(reconstruction.points3D.keys())
+    points = np.array([reconstruction.points3D[p].xyz for p in point_ids],
+                      np.float64).reshape(-1, 3)
+    point_index, view_index = [], []
+    for row, point_id in enumerate(point_ids):
+        for element in reconstruction.points3D[point_id].track.elements:
+            view = index_of.get(element.image_id)
+            if view is not None:
+                point_index.append(row)
+                view_index.append(view)
+    point_index = np.array(point_index, np.int64)
+    view_index = np.array(view_index, np.int64)
+
+    cameras, sizes, seen_points, centres, poses = [], [], [], [], []
+    intrinsics_cache = {}
+    for k, image in enumerate(images):
+        camera = reconstruction.cameras[image.camera_id]
+        if image.camera_id not in intrinsics_cache:
+            intrinsics_cache[image.camera_id] = pinhole_intrinsics(camera)
+        path = images_dir / image.name
+        with Image.open(path) as handle:
+            width, height = handle.size
+        if (width, height) != (camera.width, camera.height):
+            raise ColmapError(
+                f"{path}: the image is {width}x{height} but COLMAP camera "
+                f"{image.camera_id} is {camera.width}x{camera.height}; "
+                "expected the images the model was made with (for an "
+                "undistorted model, image_undistorter's images/ folder)")
+        pose = np.eye(4)
+        pose[:3, :4] = image.cam_from_world().matrix()
+        poses.append(pose)
+        centres.append(-pose[:3, :3].T @ pose[:3, 3])
+        sizes.append((height, width))
+        seen_points.append(np.unique(point_index[view_index == k]))
+
+    num_points = [int(seen.size) for seen in seen_points]
+    low_views = [k for k, n in enumerate(num_points) if n < MIN_POINTS_WARNING]
+    for k, image in enumerate(images):
+        depths = points[seen_points[k]] @ poses[k][2, :3] + poses[k][2, 3]
+        try:
+            near, far = depth_range(depths, near_factor, far_factor)
+        except ColmapError as error:
+            raise ColmapError(
+                f"{model_dir}, image {image.name}: {error}; cannot estimate "
+                "its depth range") from None
+        cameras.append(formats.Camera(
+            intrinsics=intrinsics_cache[image.camera_id],
+            cam_from_world=poses[k], depth_min=near,
+            depth_interval=(far - near) / NUM_DEPTHS, num_depths=NUM_DEPTHS,
+            depth_max=far))
+    if low_views:
+        warnings.warn(
+            f"{model_dir}: images with fewer than {MIN_POINTS_WARNING} sparse "
+            "points have an unreliable depth range: "
+            f"{[images[k].name for k in low_views]}", UserWarning,
+            stacklevel=2)
+    scores = view_selection_scores(points, point_index, view_index,
+                                   np.array(centres))
+    return ColmapConversion(
+        model_dir=model_dir, names=[image.name for image in images],
+        image_paths=[images_dir / image.name for image in images],
+        cameras=cameras, image_sizes=sizes,
+        pairs=_pairs(scores, num_sources), num_points=num_points)
+
+
+def _place_image(source: pathlib.Path, target_stem: pathlib.Path,
+                 link: bool) -> None:
+    """Links or copies a JPEG / PNG; re-encodes any other format as PNG."""
+    suffix = source.suffix.lower()
+    if suffix in _MVSNET_IMAGE_SUFFIXES:
+        target = target_stem.with_suffix(suffix)
+        if link:
+            try:
+                os.symlink(source.resolve(), target)
+                return
+            except OSError:
+                pass  # file systems without symlinks: copy instead
+        shutil.copyfile(source, target)
+        return
+    with Image.open(source) as image:
+        image.convert("RGB").save(target_stem.with_suffix(".png"))
+
+
+def write_mvsnet_folder(
+    conversion: ColmapConversion, out_dir: PathLike, *,
+    link_images: bool = False, overwrite: bool = False,
+) -> pathlib.Path:
+    """Writes a conversion as an MVSNet scene folder.
+
+    Files: `images/{id:08d}.jpg|png` (copies, or symlinks with
+    `link_images`; other formats re-encoded as PNG), `cams/{id:08d}_cam.txt`,
+    `pair.txt` and `image_names.txt` (`id name` per line). The folder is
+    assembled under a temporary sibling name and renamed when complete.
+
+    Args:
+        conversion: the output of `convert`.
+        out_dir: folder to create.
+        link_images: symlink the images instead of copying them.
+        overwrite: replace an existing folder; otherwise an existing
+            non-empty folder is an error.
+
+    Returns:
+        The folder.
+
+    Raises:
+        FileExistsError: `out_dir` is not empty and `overwrite` is False.
+    """
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"write_mvsnet_folder: {out_dir} exists and is not empty; pass "
+            "overwrite=True to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
+                                            dir=out_dir.parent))
+    try:
+        (staging / "images").mkdir()
+        (staging / "cams").mkdir()
+        for view, (path, camera) in enumerate(zip(conversion.image_paths,
+                                                  conversion.cameras)):
+            _place_image(path, staging / "images" / f"{view:08d}",
+                         link_images)
+            formats.write_cam_file(staging / "cams" / f"{view:08d}_cam.txt",
+                                   camera)
+        formats.write_pair_file(staging / "pair.txt", conversion.pairs)
+        (staging / "image_names.txt").write_text("".join(
+            f"{view} {name}\n" for view, name in enumerate(conversion.names)))
+        staging.chmod(0o755)
+        if out_dir.exists():
+            retired = pathlib.Path(tempfile.mkdtemp(
+                prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            retired.rmdir()
+            out_dir.rename(retired)
+            staging.rename(out_dir)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir

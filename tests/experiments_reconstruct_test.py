@@ -1,0 +1,111 @@
+"""Tests of `python -m experiments.reconstruct` (called in-process)."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from experiments import reconstruct as cli
+from keras_mvs import fusion
+from keras_mvs.data import synthetic
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory) -> pathlib.Path:
+    config = synthetic.SceneConfig(height=64, width=96, num_views=6, seed=5,
+                                   num_pair_samples=2000)
+    return synthetic.write_scene(synthetic.render_scene(config),
+                                 tmp_path_factory.mktemp("scene") / "s")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> pathlib.Path:
+    from keras_mvs.models import CascadeMVSNet
+
+    network = CascadeMVSNet(num_depths=(8, 8, 8), base_channels=4, groups=4)
+    network.build()
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    network.save(path)
+    return path
+
+
+def test_missing_model_says_how_to_get_one(scene_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--scene", str(scene_dir), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    for expected in ("--model is required", "experiments.train_clmvs",
+                     "experiments.train_unimvs",
+                     "experiments.convert_checkpoint"):
+        assert expected in message
+    assert not (tmp_path / "fused.ply").exists()
+
+
+def test_bad_scene_names_both_layouts(tmp_path, tiny_model, capsys):
+    bad = tmp_path / "photos"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"")
+    status = cli.main(["--scene", str(bad), "--model", str(tiny_model),
+                       "--out", str(tmp_path / "out")])
+    message = capsys.readouterr().err
+    assert status == 2
+    assert f"--scene {bad}" in message
+    assert "MVSNet-layout folder" in message and "COLMAP model" in message
+    assert "a.jpg" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_file(scene_dir, tmp_path, capsys):
+    status = cli.main(["--scene", str(scene_dir), "--model",
+                       str(tmp_path / "nothing.keras"), "--out",
+                       str(tmp_path / "out")])
+    assert status == 2
+    assert "nothing.keras" in capsys.readouterr().err
+
+
+def test_memory_budget_error(scene_dir, tiny_model, tmp_path, capsys):
+    status = cli.main(["--scene", str(scene_dir), "--model", str(tiny_model),
+                       "--out", str(tmp_path / "out"), "--max-height",
+                       "100000", "--max-width", "100000",
+                       "--memory-budget-gb", "1e-6", "--quiet"])
+    message = capsys.readouterr().err
+    assert status == 1
+    assert "GiB" in message and "lower --max-height/--max-width" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_num_depths_must_be_multiples_of_8(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--scene", "x", "--model", "y", "--out", str(tmp_path),
+                  "--num-depths", "48,30,8"])
+    assert "three multiples of 8" in capsys.readouterr().err
+
+
+def test_full_run(scene_dir, tiny_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    render = tmp_path / "view.png"
+    status = cli.main([
+        "--scene", str(scene_dir), "--model", str(tiny_model), "--out",
+        str(out), "--views", "3", "--num-depths", "16,8,8", "--filter",
+        "pcd", "--conf", "0.0", "--min-consistent-views", "1", "--gt-ply",
+        str(scene_dir / "gt_surface.ply"), "--threshold", "5", "--render",
+        str(render), "--render-size", "160x120", "--quiet"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["num_depths"] == [16, 8, 8]
+    assert summary["settings"]["filter"]["confidence_thresholds"] == [0.0]
+    assert summary["settings"]["filter"]["min_consistent_views"] == 1
+    assert "model_load_seconds" in summary["timing"]
+    assert {"accuracy", "completeness", "fscore"} <= set(
+        summary["evaluation"])
+    points, colors, _ = fusion.read_ply(str(out / "fused.ply"))
+    assert points.shape[0] == summary["totals"]["num_points"]
+    assert points.dtype == np.float32 and colors.dtype == np.uint8
+    assert f"fused {points.shape[0]} points" in printed
+    assert "F-score" in printed
+    assert 0 < render.stat().st_size < 300_000
+    assert summary["render"]["bytes"] == render.stat().st_size
+    for sub in ("depth", "confidence", "previews", "cams"):
+        assert len(list((out / sub).iterdir())) >= 6
