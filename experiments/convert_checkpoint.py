@@ -1,7 +1,7 @@
-r"""Converts an official UniMVSNet / CasMVSNet PyTorch checkpoint to a .keras model.
+r"""Converts an official UniMVSNet/CasMVSNet PyTorch checkpoint to .keras.
 
-    python -m experiments.convert_checkpoint --state-dict FILE --out FILE.keras \
-        [--aggregation {auto,adaptive,variance,groupwise}] \
+    python -m experiments.convert_checkpoint --state-dict FILE \
+        --out FILE.keras [--aggregation {auto,adaptive,variance,groupwise}] \
         [--head {unity,regression}] [--num-depths 48,32,8] \
         [--depth-interval-ratios 4,2,1] [--input-normalization none]
 

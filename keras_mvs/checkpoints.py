@@ -148,7 +148,7 @@ def torch_shape(keras_shape) -> tuple:
 
 
 def to_keras_layout(array: np.ndarray) -> np.ndarray:
-    """Moves a PyTorch kernel's channel axes last (the inverse of `torch_shape`).
+    """Moves a PyTorch kernel's channel axes last (inverse of `torch_shape`).
 
     `(a, b, *k) -> (*k, b, a)`: Conv2d/Conv3d `(out, in, *k)` to Keras
     `(*k, in, out)`, ConvTranspose3d `(in, out, *k)` to Keras
@@ -161,7 +161,7 @@ def to_keras_layout(array: np.ndarray) -> np.ndarray:
 
 
 def _model_variables(network) -> dict:
-    """Keras path (model name dropped) -> variable, building the model if needed."""
+    """Keras path (model name dropped) -> variable; builds the model first."""
     if not network.built:
         network.build()
     variables = {}
@@ -401,7 +401,7 @@ def read_state_dict_spec(path: PathLike) -> dict:
 
 
 def random_state_dict(shapes: Mapping[str, tuple], seed: int = 0) -> dict:
-    """A deterministic state_dict in the reference layout, for tests and fixtures.
+    """A deterministic reference-layout state_dict, for tests and fixtures.
 
     Each tensor draws from its own generator, seeded by `seed` and the name's
     CRC-32, so values are distinct per tensor and do not depend on the order
