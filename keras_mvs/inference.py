@@ -38,11 +38,19 @@ class Predictor:
                 reduce_retracing=True)
 
     def __call__(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        inputs = {k: tf.convert_to_tensor(v, tf.float32)
-                  for k, v in inputs.items()}
         if self.network is not None:
-            return self._call(inputs)
-        return self._signature(**inputs)
+            return self._call({k: tf.convert_to_tensor(v, tf.float32)
+                               for k, v in inputs.items()})
+        # A signature takes exactly its own inputs as keywords, so extra keys
+        # (ground truth riding along in a batch) are left out here.
+        _, specs = self._signature.structured_input_signature
+        missing = sorted(set(specs) - set(inputs))
+        if missing:
+            raise ValueError(
+                f"{self.path}: the SavedModel needs inputs {sorted(specs)}; "
+                f"missing {missing}")
+        return self._signature(**{k: tf.convert_to_tensor(inputs[k], tf.float32)
+                                  for k in specs})
 
 
 def load_model(path: PathLike) -> Predictor:
@@ -51,6 +59,8 @@ def load_model(path: PathLike) -> Predictor:
     Raises:
         FileNotFoundError: nothing loadable at `path`; the message lists the
             accepted forms and how to get a model.
+        ValueError: a SavedModel without a `serving_default` signature that
+            gives `depth` and `confidence`.
     """
     path = pathlib.Path(path)
     if path.is_dir() and (path / "model.keras").is_file():
@@ -73,8 +83,14 @@ def load_model(path: PathLike) -> Predictor:
         if "serving_default" not in loaded.signatures:
             raise ValueError(f"{path}: the SavedModel has no "
                              "'serving_default' signature")
-        predictor = Predictor(path, "saved_model",
-                              signature=loaded.signatures["serving_default"])
+        signature = loaded.signatures["serving_default"]
+        missing = sorted({"depth", "confidence"}
+                         - set(signature.structured_outputs))
+        if missing:
+            raise ValueError(
+                f"{path}: the 'serving_default' signature lacks the outputs "
+                f"{missing}; export it with `python -m experiments.export`")
+        predictor = Predictor(path, "saved_model", signature=signature)
         predictor._loaded = loaded  # keeps the variables alive
         return predictor
     raise FileNotFoundError(

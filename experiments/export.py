@@ -1,0 +1,68 @@
+"""Export a trained network as a TF Serving SavedModel.
+
+    python -m experiments.export --model PATH --out saved_models/NAME/VERSION
+        [--overwrite]
+
+`--model` is a training work directory (with `model.keras`) or a `.keras`
+file. `--out` is `<model base path>/<integer version>`; an existing version
+is kept unless `--overwrite` is given. Prints the `serving_default`
+signature of the written SavedModel (saved_models/README.md documents it
+and how to serve it).
+"""
+
+import argparse
+import pathlib
+import sys
+from typing import Optional, Sequence
+
+from keras_mvs import export
+from keras_mvs import inference
+
+
+def export_model(model: inference.PathLike, out: inference.PathLike,
+                 overwrite: bool = False) -> pathlib.Path:
+    """Loads the Keras network at `model` and exports it to `out`.
+
+    Args:
+        model: training work directory or `.keras` file.
+        out: the version folder, `<model base path>/<integer version>`.
+        overwrite: replace an existing version.
+
+    Returns:
+        The written version folder.
+
+    Raises:
+        ValueError: `out` is not a version folder, or `model` is a
+            SavedModel (it has no Keras network to export).
+        FileExistsError: `out` exists and `overwrite` is False.
+        FileNotFoundError: nothing loadable at `model`.
+    """
+    # Checked before loading, which is the slow part.
+    out = export.check_version_path(out, overwrite)
+    predictor = inference.load_model(model)
+    if predictor.network is None:
+        raise ValueError(
+            f"--model {model}: is already a SavedModel ({predictor.path}); "
+            "expected a training work directory or a .keras file")
+    return export.export_saved_model(predictor.network, out, overwrite)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True,
+                        help="training work directory or .keras file")
+    parser.add_argument("--out", required=True,
+                        help="saved_models/NAME/VERSION (integer version)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing version")
+    args = parser.parse_args(argv)
+    try:
+        path = export_model(args.model, args.out, args.overwrite)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(export.describe_signature(path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""SavedModel export in the TF Serving layout (DESIGN.md section 9).
+
+`export_saved_model(network, "saved_models/<name>/<version>")` writes one
+SavedModel version with a single `serving_default` signature:
+
+inputs (float32, names as in the Keras model's input dict):
+    `images [B, V, H, W, 3]` in [0, 1], view 0 the reference, V >= 2, H and W
+        multiples of 32;
+    `intrinsics [B, V, 3, 3]` pixel intrinsics of the full-resolution images;
+    `cam_from_world [B, V, 4, 4]` world-to-camera transforms (OpenCV axes);
+    `depth_range [B, 2]` first and last stage-1 hypothesis, in depth units;
+outputs (float32): `depth [B, H, W]` (depth units, camera-frame z of the
+    reference view) and `confidence [B, H, W]` in [0, 1].
+
+B, V, H and W are all dynamic: one graph serves any batch, view count and
+image size. The serving function is a plain graph function, never
+XLA-compiled (TF_NOTES.md 4.1): XLA would compile anew for every (V, H, W)
+and needs the XLA JIT in the serving binary.
+"""
+
+import os
+import pathlib
+import re
+import shutil
+import uuid
+from typing import Dict, Union
+
+import keras
+import tensorflow as tf
+
+PathLike = Union[str, pathlib.Path]
+
+SIGNATURE_NAME = "serving_default"
+OUTPUT_NAMES = ("depth", "confidence")
+# TF Serving parses version folder names as int64 and ignores every other
+# name, so a version must be all ASCII digits.
+_VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
+# Exports are written beside their final place under a name TF Serving (and
+# `keras_mvs.inference.load_model`) skip: it is not an integer.
+_TMP_PREFIX = ".tmp-export-"
+
+
+def serving_input_signature() -> Dict[str, tf.TensorSpec]:
+    """The `serving_default` inputs: dynamic B, V, H, W; float32.
+
+    Returns:
+        Dict from input name to `tf.TensorSpec`, in the order of the Keras
+        model's input dict: `images [None, None, None, None, 3]`,
+        `intrinsics [None, None, 3, 3]`, `cam_from_world [None, None, 4, 4]`,
+        `depth_range [None, 2]`.
+    """
+    shapes = {
+        "images": [None, None, None, None, 3],
+        "intrinsics": [None, None, 3, 3],
+        "cam_from_world": [None, None, 4, 4],
+        "depth_range": [None, 2],
+    }
+    return {name: tf.TensorSpec(shape, tf.float32, name=name)
+            for name, shape in shapes.items()}
+
+
+def check_version_path(path: PathLike, overwrite: bool = False
+                       ) -> pathlib.Path:
+    """Checks that `path` can receive a new SavedModel version.
+
+    Args:
+        path: `<model base path>/<version>`, e.g. `saved_models/cas/1`.
+        overwrite: allow replacing an existing version.
+
+    Returns:
+        `path` as a `pathlib.Path`.
+
+    Raises:
+        ValueError: the last path component is not an integer version (TF
+            Serving would ignore the folder), or its parent is a file.
+        FileExistsError: the version exists and `overwrite` is False.
+    """
+    path = pathlib.Path(path)
+    if not _VERSION_PATTERN.fullmatch(path.name):
+        raise ValueError(
+            f"--out {path}: the last folder must be an integer version "
+            "number (TF Serving serves only numbered versions, as in "
+            f"saved_models/<name>/<version>). Received: {path.name!r}; "
+            f"expected e.g. {path / '1'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(
+            f"--out {path}: the model base path {path.parent} is a file, "
+            "expected a folder (or nothing)")
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"--out {path}: version {path.name} already exists. Export to a "
+            "new version number (TF Serving picks up the highest one), or "
+            "pass overwrite=True (--overwrite) to replace it.")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path}: exists and is not a folder")
+    return path
+
+
+def export_saved_model(network: keras.Model, path: PathLike,
+                       overwrite: bool = False) -> pathlib.Path:
+    """Writes `network` as a TF Serving SavedModel version at `path`.
+
+    The export is written to a hidden temporary folder beside `path` and
+    renamed into place only once complete, so a crashed or interrupted
+    export never leaves a version that TF Serving would load.
+
+    Args:
+        network: a built Keras model (e.g. `keras_mvs.models.CascadeMVSNet`)
+            that maps the input dict of `serving_input_signature()` to a dict
+            with at least `depth [B, H, W]` and `confidence [B, H, W]`. It is
+            called with `training=False`. A `CascadeMVSNet` with
+            `xla_warp=True` is exported with the plain warp (same weights and
+            numbers) so that nothing in the serving graph is XLA-compiled.
+        path: the version folder, `<model base path>/<integer version>`.
+        overwrite: replace an existing version.
+
+    Returns:
+        The version folder (holding `saved_model.pb` and `variables/`).
+
+    Raises:
+        TypeError: `network` is not a Keras model.
+        ValueError: `network` is not built, its outputs lack `depth` or
+            `confidence`, or `path` is not a version folder
+            (`check_version_path`).
+        FileExistsError: the version exists and `overwrite` is False.
+    """
+    if not isinstance(network, keras.Model):
+        raise TypeError(
+            "`network` must be a keras.Model (e.g. keras_mvs.models."
+            f"CascadeMVSNet). Received: {type(network).__name__}")
+    if not network.built:
+        raise ValueError(
+            "`network` must be built before export: call it once on an "
+            "input dict (or load a trained .keras file)")
+    path = check_version_path(path, overwrite)
+
+    def serve(images, intrinsics, cam_from_world, depth_range):
+        outputs = network({"images": images, "intrinsics": intrinsics,
+                           "cam_from_world": cam_from_world,
+                           "depth_range": depth_range}, training=False)
+        missing = [name for name in OUTPUT_NAMES
+                   if not isinstance(outputs, dict) or name not in outputs]
+        if missing:
+            raise ValueError(
+                f"`network` outputs must be a dict with {list(OUTPUT_NAMES)}."
+                f" Missing: {missing}")
+        # Per-stage volumes and hypotheses stay out of the signature: the
+        # serving response carries only the final maps.
+        return {name: tf.cast(outputs[name], tf.float32)
+                for name in OUTPUT_NAMES}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{_TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
+    xla_warp = getattr(network, "xla_warp", False)
+    try:
+        # `xla_warp` is read when the serving function is traced (by
+        # add_endpoint and again by the SavedModel writer), so it stays off
+        # until the archive is written.
+        if xla_warp:
+            network.xla_warp = False
+        # No `archive.track(network)`: the endpoint's variables are collected
+        # from its trace, while track() would walk the model's trackables and
+        # trace Keras' own default signature of the whole model once more (a
+        # wasted trace, and one that fails for a model built by `build()`).
+        archive = keras.export.ExportArchive()
+        archive.add_endpoint(
+            name=SIGNATURE_NAME, fn=serve,
+            input_signature=list(serving_input_signature().values()))
+        archive.write_out(str(tmp), verbose=False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if xla_warp:
+            network.xla_warp = xla_warp
+    _move_into_place(tmp, path)
+    return path
+
+
+def _move_into_place(tmp: pathlib.Path, path: pathlib.Path) -> None:
+    """Renames the finished export `tmp` to `path`, replacing any old one.
+
+    An existing version is first renamed aside (not deleted) so that `path`
+    holds either the old or the new complete export at every moment.
+    """
+    old = None
+    if path.exists():
+        old = path.parent / (
+            f"{_TMP_PREFIX}old-{path.name}-{uuid.uuid4().hex[:8]}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def describe_signature(path: PathLike) -> str:
+    """A human-readable summary of an exported `serving_default` signature.
+
+    Reloads the SavedModel (which also proves that it loads) and lists every
+    input and output with its dtype and shape (-1 for dynamic dimensions, as
+    `saved_model_cli show` prints them).
+
+    Args:
+        path: a SavedModel version folder.
+
+    Returns:
+        Several lines of text.
+
+    Raises:
+        ValueError: the SavedModel has no `serving_default` signature.
+    """
+    path = pathlib.Path(path)
+    loaded = tf.saved_model.load(str(path))
+    if SIGNATURE_NAME not in loaded.signatures:
+        raise ValueError(
+            f"{path}: no {SIGNATURE_NAME!r} signature; found "
+            f"{sorted(loaded.signatures)}")
+    signature = loaded.signatures[SIGNATURE_NAME]
+    _, input_specs = signature.structured_input_signature
+    lines = [f"SavedModel {path}", f"signature {SIGNATURE_NAME!r}", "inputs:"]
+    for name, spec in sorted(input_specs.items()):
+        lines.append(f"  {name}: {spec.dtype.name} {_dims(spec.shape)}")
+    lines.append("outputs:")
+    for name, spec in sorted(signature.structured_outputs.items()):
+        lines.append(f"  {name}: {spec.dtype.name} {_dims(spec.shape)}")
+    return "\n".join(lines)
+
+
+def _dims(shape: tf.TensorShape) -> str:
+    return "(" + ", ".join("-1" if d is None else str(d)
+                           for d in shape.as_list()) + ")"
