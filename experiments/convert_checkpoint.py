@@ -10,9 +10,11 @@ r"""Converts an official UniMVSNet/CasMVSNet PyTorch checkpoint to .keras.
 read from the tensors by default (`auto`: the weight nets mean adaptive).
 The head has no weights, so it cannot be inferred: the default `unity` is
 UniMVSNet's; CasMVSNet checkpoints need `--aggregation variance --head
-regression`. `--num-depths` and `--depth-interval-ratios` are the cascade
-settings stored in the model (UniMVSNet's Tanks and Temples test uses
-`64,32,8` and `3,2,1`). The model is written under a temporary name in the
+regression`; CL-MVSNet checkpoints `--head regression --input-normalization
+imagenet` (group-wise aggregation is read from the tensors).
+`--num-depths` and `--depth-interval-ratios` are the cascade settings stored
+in the model (UniMVSNet's Tanks and Temples test uses `64,32,8` and
+`3,2,1`). The model is written under a temporary name in the
 output folder and renamed when complete, so `--out` is never half written.
 """
 

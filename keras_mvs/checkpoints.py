@@ -26,8 +26,12 @@ The expected names and shapes are derived from the model's own variables,
 so any configuration converts whose tensors exist in the checkpoint: the
 adaptive (UniMVSNet) and variance (CasMVSNet) aggregations, other base
 widths, and the group-wise variant, whose 3-D CNNs take G channels at every
-stage (CL-MVSNet's network has its own module names, which this mapping
-does not cover).
+stage. CL-MVSNet's network (`networks/clmvsnet.py`) has the same FPN names
+and parameter-free aggregation, samplers and heads; it calls the 3-D CNNs
+`regularization.{S}` instead of `cost_regularization.{S}`, and
+`canonical_keys` renames them (its warp samples with PyTorch's
+`align_corners=False`, ALGORITHMS.md 9 item 1, which our model does not
+emulate, so its depth maps are close to but not the reference's).
 
 This module needs only numpy at import time; reading `.ckpt`/`.pth` files
 imports torch on demand (the optional `convert` extra).
@@ -49,6 +53,8 @@ NPZ_EXTENSION = ".npz"
 # Wrappers that prefix every key: DataParallel / DistributedDataParallel
 # ("module.") and CL-MVSNet's training wrapper ("model.").
 KEY_PREFIXES = ("module.", "model.")
+# CL-MVSNet's name for the 3-D CNNs -> the UniMVSNet / CasMVSNet name.
+KEY_ALIASES = (("regularization.", "cost_regularization."),)
 IGNORED_LEAF = "num_batches_tracked"
 
 _LEAVES = {
@@ -187,13 +193,23 @@ def expected_state_dict(network) -> dict:
             for path, variable in _model_variables(network).items()}
 
 
-def strip_key_prefixes(state_dict: Mapping[str, Any]) -> dict:
-    """Drops wrapper prefixes (`module.`, then `model.`) shared by every key."""
+def canonical_keys(state_dict: Mapping[str, Any]) -> dict:
+    """Brings a state_dict's keys to the UniMVSNet names.
+
+    Drops wrapper prefixes shared by every key (`module.`, then `model.`)
+    and renames CL-MVSNet's `regularization.` modules to
+    `cost_regularization.`. Other keys are left alone, so a key that fits
+    nowhere is still reported by `convert_state_dict`.
+    """
     state_dict = dict(state_dict)
     for prefix in KEY_PREFIXES:
         if state_dict and all(key.startswith(prefix) for key in state_dict):
             state_dict = {key[len(prefix):]: value
                           for key, value in state_dict.items()}
+    for alias, name in KEY_ALIASES:
+        state_dict = {
+            (name + key[len(alias):] if key.startswith(alias) else key): value
+            for key, value in state_dict.items()}
     return state_dict
 
 
@@ -215,8 +231,7 @@ def convert_state_dict(state_dict: Mapping[str, Any],
 
     Args:
         state_dict: name -> tensor (numpy arrays or torch tensors) in the
-            reference layout; `module.`/`model.` prefixes shared by every
-            key are stripped.
+            reference layout, passed through `canonical_keys`.
         network: a `keras_mvs.models.CascadeMVSNet` whose aggregation, head
             and widths match the checkpoint (built on demand).
 
@@ -230,7 +245,7 @@ def convert_state_dict(state_dict: Mapping[str, Any],
         >>> model = CascadeMVSNet(aggregation="adaptive", head="unity")
         >>> convert_state_dict(load_state_dict("model_000015.ckpt"), model)
     """
-    state_dict = strip_key_prefixes(state_dict)
+    state_dict = canonical_keys(state_dict)
     variables = _model_variables(network)
     names = {torch_name(path): path for path in variables}
     bn_modules = {name.rpartition(".")[0] for name in names
@@ -266,7 +281,7 @@ def model_config(state_dict: Mapping[str, Any]) -> dict:
     """CascadeMVSNet arguments that a state_dict's shapes determine.
 
     Args:
-        state_dict: reference-layout state_dict (prefixes are stripped).
+        state_dict: reference-layout state_dict (see `canonical_keys`).
 
     Returns:
         dict with `aggregation` ("adaptive" when the aggregation weight nets
@@ -277,7 +292,7 @@ def model_config(state_dict: Mapping[str, Any]) -> dict:
     Raises:
         StateDictError: a key needed to tell is missing.
     """
-    state_dict = strip_key_prefixes(state_dict)
+    state_dict = canonical_keys(state_dict)
     first_2d = "feature.conv0.0.conv.weight"
     coarse_features = "feature.out1.weight"
     first_3d = "cost_regularization.0.conv0.conv.weight"
@@ -306,8 +321,8 @@ def load_state_dict(path: PathLike) -> dict:
     files (`.ckpt`, `.pth`, `.pt`, `.tar`) are read with
     `torch.load(weights_only=True)`, which needs torch (`pip install
     "keras-mvs[convert]"`). The official checkpoints nest the state_dict under
-    a `"model"` key (Lightning-style files under `"state_dict"`); wrapper
-    prefixes (`module.`, `model.`) shared by every key are stripped.
+    a `"model"` key (Lightning-style files under `"state_dict"`); the keys
+    pass through `canonical_keys`.
 
     Args:
         path: the checkpoint file.
@@ -336,7 +351,7 @@ def load_state_dict(path: PathLike) -> dict:
             "state_dict")
     if not state_dict:
         raise ValueError(f"The checkpoint {path!r} holds no tensors")
-    return strip_key_prefixes(state_dict)
+    return canonical_keys(state_dict)
 
 
 def _load_torch(path: str) -> dict:

@@ -202,7 +202,7 @@ def test_variance_model_rejects_the_aggregation_nets(state_dict):
     assert len(checkpoints.convert_state_dict(variance, model).assigned) == 200
 
 
-def test_groupwise_model_takes_eight_channel_cost_volumes():
+def test_clmvsnet_names_convert_into_the_groupwise_model():
     model = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8),
                                      aggregation="groupwise",
                                      head="regression")
@@ -210,9 +210,15 @@ def test_groupwise_model_takes_eight_channel_cost_volumes():
     assert [shapes[f"cost_regularization.{s}.conv0.conv.weight"][1]
             for s in range(3)] == [8, 8, 8]
     state_dict = checkpoints.random_state_dict(shapes, seed=1)
-    assert checkpoints.model_config(state_dict) == {
+    # CL-MVSNet: CLMVSNet.model wraps the network, whose 3-D CNNs are
+    # `regularization.{S}`.
+    cl_state_dict = {
+        "model." + re.sub(r"^cost_regularization\.", "regularization.", k): v
+        for k, v in state_dict.items()}
+    assert "model.regularization.2.prob.weight" in cl_state_dict
+    assert checkpoints.model_config(cl_state_dict) == {
         "aggregation": "groupwise", "base_channels": 8, "groups": 8}
-    checkpoints.convert_state_dict(state_dict, model)
+    checkpoints.convert_state_dict(cl_state_dict, model)
     np.testing.assert_equal(
         model.cost_regularization[0].conv0.conv.kernel.numpy()[0, 1, 2, 7, 3],
         state_dict["cost_regularization.0.conv0.conv.weight"][3, 7, 0, 1, 2])
@@ -225,10 +231,13 @@ def test_npz_with_wrapper_prefixes(tmp_path, state_dict):
     assert sorted(loaded) == sorted(state_dict)
     np.testing.assert_array_equal(loaded["feature.out3.weight"],
                                   state_dict["feature.out3.weight"])
-    assert checkpoints.strip_key_prefixes(
+    assert checkpoints.canonical_keys(
         {"model.a": 1, "model.b": 2}) == {"a": 1, "b": 2}
-    assert checkpoints.strip_key_prefixes(
+    assert checkpoints.canonical_keys(
         {"model.a": 1, "b": 2}) == {"model.a": 1, "b": 2}
+    assert checkpoints.canonical_keys(
+        {"module.model.regularization.0.prob.weight": 1}) == {
+            "cost_regularization.0.prob.weight": 1}
 
 
 def test_load_errors_name_the_file(tmp_path, monkeypatch):
