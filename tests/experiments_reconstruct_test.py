@@ -2,12 +2,16 @@
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
 
+from experiments import convert_colmap
 from experiments import reconstruct as cli
 from keras_mvs import fusion
+from keras_mvs.data import colmap
+from keras_mvs.data import scene as scene_lib
 from keras_mvs.data import synthetic
 
 
@@ -28,6 +32,41 @@ def tiny_model(tmp_path_factory) -> pathlib.Path:
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     network.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def colmap_project(scene_dir, tmp_path_factory) -> pathlib.Path:
+    """The synthetic scene as a COLMAP project: images/photo_K.png and a
+    text model in sparse/0 whose points are 2000 ground-truth surface
+    points, observed where their depth matches the rendered depth."""
+    scene = scene_lib.MVSScene(scene_dir)
+    project = tmp_path_factory.mktemp("colmap") / "project"
+    (project / "images").mkdir(parents=True)
+    points, _, _ = fusion.read_ply(str(scene_dir / "gt_surface.ply"))
+    points = points[np.random.default_rng(0).choice(len(points), 2000,
+                                                    replace=False)]
+    names, visible = [], []
+    for view_id in scene.view_ids:
+        names.append(f"photo_{view_id}.png")
+        shutil.copyfile(scene.image_path(view_id),
+                        project / "images" / names[-1])
+        camera, depth = scene.camera(view_id), scene.depth(view_id)
+        local = points @ camera.cam_from_world[:3, :3].T + (
+            camera.cam_from_world[:3, 3])
+        pixels = np.round(local @ camera.intrinsics.T / local[:, 2:]
+                          ).astype(int)
+        inside = ((pixels[:, 0] >= 0) & (pixels[:, 0] < depth.shape[1])
+                  & (pixels[:, 1] >= 0) & (pixels[:, 1] < depth.shape[0]))
+        sampled = np.where(inside, depth[np.clip(pixels[:, 1], 0, 63),
+                                         np.clip(pixels[:, 0], 0, 95)], 0)
+        visible.append(inside & (np.abs(sampled - local[:, 2])
+                                 < 0.005 * local[:, 2]))
+    colmap.write_text_model(
+        project / "sparse" / "0", names, [(64, 96)] * len(names),
+        np.stack([scene.camera(v).intrinsics for v in scene.view_ids]),
+        np.stack([scene.camera(v).cam_from_world for v in scene.view_ids]),
+        points, np.stack(visible, axis=1))
+    return project
 
 
 def test_missing_model_says_how_to_get_one(scene_dir, tmp_path, capsys):
@@ -109,3 +148,39 @@ def test_full_run(scene_dir, tiny_model, tmp_path, capsys):
     assert summary["render"]["bytes"] == render.stat().st_size
     for sub in ("depth", "confidence", "previews", "cams"):
         assert len(list((out / sub).iterdir())) >= 6
+
+
+def test_convert_colmap_command(colmap_project, tmp_path, capsys):
+    out = tmp_path / "mvs"
+    status = convert_colmap.main(["--colmap", str(colmap_project),
+                                  "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "6 views" in printed and f"wrote {out}" in printed
+    scene = scene_lib.MVSScene(out)
+    assert scene.view_ids == list(range(6))
+    assert len(scene.pairs[0][1]) == 5
+    assert convert_colmap.main(["--colmap", str(colmap_project), "--out",
+                                str(out)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_convert_colmap_bad_folder(tmp_path, capsys):
+    assert convert_colmap.main(["--colmap", str(tmp_path), "--out",
+                                str(tmp_path / "out")]) == 2
+    assert "no COLMAP model" in capsys.readouterr().err
+
+
+def test_reconstruct_from_colmap(colmap_project, tiny_model, tmp_path,
+                                 capsys):
+    out = tmp_path / "out"
+    status = cli.main(["--scene", str(colmap_project), "--model",
+                       str(tiny_model), "--out", str(out), "--views", "3",
+                       "--min-consistent-views", "2", "--quiet"])
+    assert status == 0
+    assert "COLMAP model" in capsys.readouterr().out
+    assert (out / "mvsnet_scene" / "pair.txt").is_file()
+    assert (out / "mvsnet_scene" / "images" / "00000000.png").is_symlink()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["totals"]["num_views"] == 6
+    assert len(list((out / "depth").iterdir())) == 6

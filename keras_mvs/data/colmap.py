@@ -36,7 +36,7 @@ import pathlib
 import shutil
 import tempfile
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -106,10 +106,12 @@ def _has_model(folder: pathlib.Path) -> bool:
 
 
 def find_model_dir(path: PathLike) -> Optional[pathlib.Path]:
-    """The folder holding the model files: `path`, `path/sparse` or
-    `path/sparse/0` (COLMAP's mapper output), or None."""
+    """The folder holding the model files, or None: `path` itself,
+    `path/sparse` (image_undistorter output), `path/sparse/0` or `path/0`
+    (the mapper's first model)."""
     path = pathlib.Path(path)
-    for candidate in (path, path / "sparse", path / "sparse" / "0"):
+    for candidate in (path, path / "sparse", path / "sparse" / "0",
+                      path / "0"):
         if candidate.is_dir() and _has_model(candidate):
             return candidate
     return None
@@ -446,3 +448,83 @@ def write_mvsnet_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def write_text_model(
+    model_dir: PathLike, names: Sequence[str],
+    image_sizes: Sequence[Tuple[int, int]], intrinsics: np.ndarray,
+    cam_from_world: np.ndarray, points: np.ndarray, visible: np.ndarray,
+) -> pathlib.Path:
+    """Writes known cameras and points as a COLMAP text model.
+
+    The inverse of `convert` for pinhole cameras: one PINHOLE camera per
+    image (principal point moved by +0.5 pixel into COLMAP's convention),
+    image k with id k + 1, and each point observed where it projects in
+    the images marked in `visible`. Useful to open a scene in the COLMAP
+    GUI, and to test the conversion against exact cameras.
+
+    Args:
+        model_dir: folder to write cameras.txt, images.txt, points3D.txt to
+            (created if needed).
+        names: image file names, one per view.
+        image_sizes: `(height, width)` per view.
+        intrinsics: `[V, 3, 3]` K in this project's convention.
+        cam_from_world: `[V, 4, 4]` world-to-camera transforms.
+        points: `[N, 3]` world points.
+        visible: `[N, V]` bool, which views observe each point; points seen
+            by no view are left out.
+
+    Returns:
+        The model folder.
+    """
+    from scipy.spatial import transform
+
+    model_dir = pathlib.Path(model_dir)
+    num_views = len(names)
+    intrinsics = np.asarray(intrinsics, np.float64)
+    cam_from_world = np.asarray(cam_from_world, np.float64)
+    points = np.asarray(points, np.float64)
+    visible = np.asarray(visible, bool)
+    if (intrinsics.shape != (num_views, 3, 3)
+            or cam_from_world.shape != (num_views, 4, 4)
+            or len(image_sizes) != num_views
+            or points.ndim != 2 or points.shape[1] != 3
+            or visible.shape != (points.shape[0], num_views)):
+        raise ValueError(
+            f"write_text_model: expected {num_views} sizes, intrinsics "
+            f"[{num_views}, 3, 3], cam_from_world [{num_views}, 4, 4], points "
+            f"[N, 3] and visible [N, {num_views}]; received "
+            f"{len(image_sizes)}, {intrinsics.shape}, {cam_from_world.shape}, "
+            f"{points.shape}, {visible.shape}")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    keep = np.flatnonzero(visible.any(axis=1))
+    tracks = {int(p): [] for p in keep}
+    camera_lines, image_lines = [], []
+    for view in range(num_views):
+        k, pose = intrinsics[view], cam_from_world[view]
+        height, width = image_sizes[view]
+        params = (k[0, 0], k[1, 1], k[0, 2] + 0.5, k[1, 2] + 0.5)
+        camera_lines.append(f"{view + 1} PINHOLE {width} {height} "
+                            + " ".join(repr(float(p)) for p in params))
+        x, y, z, w = transform.Rotation.from_matrix(pose[:3, :3]).as_quat()
+        numbers = " ".join(repr(float(n)) for n in (w, x, y, z, *pose[:3, 3]))
+        image_lines.append(f"{view + 1} {numbers} {view + 1} {names[view]}")
+        observed = keep[visible[keep, view]]
+        camera_points = points[observed] @ pose[:3, :3].T + pose[:3, 3]
+        pixels = camera_points @ k.T
+        pixels = pixels[:, :2] / pixels[:, 2:] + 0.5
+        entries = []
+        for index, (u, v) in enumerate(pixels):
+            tracks[int(observed[index])].append(f"{view + 1} {index}")
+            entries.append(f"{float(u)!r} {float(v)!r} {observed[index] + 1}")
+        image_lines.append(" ".join(entries))
+    point_lines = [
+        f"{p + 1} {' '.join(repr(float(c)) for c in points[p])} "
+        f"128 128 128 0 {' '.join(tracks[p])}" for p in keep]
+    for name, lines in (("cameras", camera_lines), ("images", image_lines),
+                        ("points3D", point_lines)):
+        path = model_dir / f"{name}.txt"
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temporary.write_text("\n".join(lines) + "\n")
+        os.replace(temporary, path)
+    return model_dir
