@@ -290,28 +290,36 @@ def test_cli_reports_bad_checkpoints(tmp_path, state_dict, capsys):
     assert list(tmp_path.iterdir()) == [source]
 
 
-_PARITY = _REPO_ROOT / "tests" / "fixtures" / "unimvsnet_parity.npz"
-# Stage-s logits are stored on every LOGIT_STRIDE[s]-th row and column
-# (tools/torch_reference.py keeps the fixture small).
-_LOGIT_STRIDE = (1, 2, 2)
+_FIXTURES = _REPO_ROOT / "tests" / "fixtures"
 
 
-def test_converted_model_reproduces_the_torch_reference(spec):
-    """Depth, confidence and logits of tools/torch_reference.py's UniMVSNet.
+@pytest.mark.parametrize("variant, aggregation, head", [
+    ("unimvsnet", "adaptive", "unity"),
+    ("casmvsnet", "variance", "regression"),
+])
+def test_converted_model_reproduces_the_torch_reference(spec, variant,
+                                                        aggregation, head):
+    """Depth, confidence and logits of tools/torch_reference.py's networks.
 
     Same random state_dict, 3 views of a 64x96 synthetic scene, the real
     cascade (48, 32, 8), eval-mode BatchNorm. Measured on the x86 CPU that
-    wrote the fixture: depth within 1.3e-4 mm (float32 spacing near 600 mm
-    is 6e-5), logits within 7e-5 (magnitudes up to 14). The unity head's
-    argmax has near-ties (smallest top-2 unity gap 1.4e-6 at stages 2 and
-    3), none of which flipped; a platform whose float rounding flips one
-    moves that pixel's depth by about one interval, which this test would
-    report. Flipping the transposed-conv kernels moves the logits by up to
-    9.7 and the depth by 300 mm, so the comparison discriminates.
+    wrote the fixtures: depth within 1.2e-4 mm (UniMVSNet) and 3.1e-4 mm
+    (CasMVSNet; float32 spacing near 600 mm is 6e-5), logits within 7e-5
+    (magnitudes up to 14). The unity head's argmax has near-ties (smallest
+    top-2 unity gap 1.4e-6 at stages 2 and 3), none of which flipped; a
+    platform whose rounding flips one moves that pixel's depth by about an
+    interval, which this test would report. Flipping the transposed-conv
+    kernels moves the UniMVSNet logits by up to 9.7 and its depth by 300 mm,
+    so the comparison discriminates. The CasMVSNet reference resizes its
+    hypotheses in CasMVSNet's order, ours in UniMVSNet's; for the stage
+    factors 1/4, 1/2, 1 the two are the same linear map (up to rounding).
     """
-    golden = dict(np.load(_PARITY))
+    golden = dict(np.load(_FIXTURES / f"{variant}_parity.npz"))
+    if aggregation != "adaptive":
+        spec = {k: v for k, v in spec.items()
+                if not k.startswith("cost_aggregation.")}
     model = cas_mvsnet.CascadeMVSNet(num_depths=(48, 32, 8),
-                                     aggregation="adaptive", head="unity")
+                                     aggregation=aggregation, head=head)
     checkpoints.convert_state_dict(
         checkpoints.random_state_dict(spec, seed=int(golden["seed"])), model)
     outputs = model({
@@ -321,7 +329,7 @@ def test_converted_model_reproduces_the_torch_reference(spec):
         "depth_range": golden["depth_range"][None],
     }, training=False)
     for stage, (ours, stride) in enumerate(zip(outputs["stages"],
-                                               _LOGIT_STRIDE)):
+                                               golden["logit_stride"])):
         logits = ours["logits"].numpy()[0, :, ::stride, ::stride]
         np.testing.assert_allclose(logits, golden[f"logits_{stage}"],
                                    rtol=0, atol=5e-4,

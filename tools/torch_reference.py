@@ -1,28 +1,32 @@
-r"""A compact PyTorch UniMVSNet network (our own), for golden outputs.
+r"""Our own compact PyTorch UniMVSNet / CasMVSNet, for golden outputs.
 
 Written from ALGORITHMS.md section 2 (not from the official code): the FPN
 (2.1), homography warping with `grid_sample(align_corners=True)` and zero
-padding (2.2), adaptive aggregation (2.3), the 3-D U-Net with
+padding (2.2), adaptive or variance aggregation (2.3), the 3-D U-Net with
 `ConvTranspose3d(k3, s2, p1, output_padding=1)` (2.4), the cascade
-hypotheses with UniMVSNet's order (band built at the previous resolution,
-then bilinearly upsampled, align_corners=False) and intervals (2.5, 1.9), and
-the unity head (2.6). Parameter names equal those of
-`../shared/spec/unimvsnet_state_dict.tsv` exactly (checked at load time with
-`strict=True`). It needs torch, numpy and Pillow, never TensorFlow, and is
-used only to write `tests/fixtures/unimvsnet_parity.npz`; neither the package
-nor the tests import it.
+hypotheses and intervals (2.5, 1.9) in UniMVSNet's order (band built at the
+previous resolution, then bilinearly upsampled) or CasMVSNet's (previous
+depth upsampled to full size, band built there, volume resized
+trilinearly), and the unity or soft-argmin head (2.6). Parameter names equal
+those of `../shared/spec/unimvsnet_state_dict.tsv` exactly (checked at load
+time with `strict=True`). It needs torch, numpy and Pillow, never
+TensorFlow, and is used only to write the parity fixtures under
+`tests/fixtures/`; neither the package nor the tests import it.
 
-Regenerate the fixture (scene in the Keras venv, network in a torch venv):
+Regenerate the fixtures (scene in the Keras venv, networks in a torch venv):
 
     .venv/bin/python -m experiments.make_synthetic --out /tmp/parity_scene \
         --scenes 1 --height 64 --width 96 --views 3 --seed 3
-    /work/torchenv/bin/python tools/torch_reference.py \
-        --scene /tmp/parity_scene/scene_000 \
-        --spec ../shared/spec/unimvsnet_state_dict.tsv \
-        --out tests/fixtures/unimvsnet_parity.npz
+    for variant in unimvsnet casmvsnet; do
+      /work/torchenv/bin/python tools/torch_reference.py --variant $variant \
+          --scene /tmp/parity_scene/scene_000 \
+          --spec ../shared/spec/unimvsnet_state_dict.tsv \
+          --out tests/fixtures/${variant}_parity.npz
+    done
 
 The weights are `keras_mvs.checkpoints.random_state_dict(spec, seed=0)`
-(that module needs only numpy); the network runs in eval mode (BatchNorm on
+(that module needs only numpy; CasMVSNet's spec is the tsv without
+`cost_aggregation.*`); the network runs in eval mode (BatchNorm on
 its running statistics) in float32 on view 0 as the reference and views 1
 and 2 as sources.
 """
@@ -46,9 +50,10 @@ INTERVAL_RATIOS = (4.0, 2.0, 1.0)
 NUM_DEPTHS_BASE = 192  # N0: the base interval is range / N0 (1.9)
 STAGE_SCALES = (0.25, 0.5, 1.0)
 SEED = 0
-# Stage-2 and -3 logits are stored on every other row and column to keep the
-# fixture small; stage 1 and every depth and confidence map are complete.
-LOGIT_STRIDE = (1, 2, 2)
+# Stage-2 and -3 logits are stored on every LOGIT_STRIDE-th row and column
+# to keep the fixtures small; stage 1 and every depth and confidence map are
+# complete.
+LOGIT_STRIDE = {"unimvsnet": (1, 2, 2), "casmvsnet": (1, 4, 4)}
 
 
 class ConvBnReLU(nn.Module):
@@ -191,57 +196,107 @@ def homography_warp(src_features, src_proj, ref_proj, hypotheses):
     return warped.reshape(batch, channels, num_depths, height, width)
 
 
-class UniMVSNet(nn.Module):
-    """FPN + three-stage cascade + adaptive aggregation + unity head."""
+def unity_head(logits, hypotheses, interval):
+    """2.6 unification: argmax of sigmoid(L), plus (1 - u) intervals."""
+    unity = torch.sigmoid(logits)
+    best = unity.argmax(dim=1, keepdim=True)
+    depth = (torch.gather(hypotheses, 1, best)
+             + (1.0 - torch.gather(unity, 1, best)) * interval)
+    confidence = F.softmax(logits, dim=1).max(dim=1)[0]
+    return depth.squeeze(1), confidence
 
-    def __init__(self):
+
+def regression_head(logits, hypotheses):
+    """2.6 soft-argmin, with the MVSNet 4-neighbour confidence."""
+    probability = F.softmax(logits, dim=1)
+    depth = (probability * hypotheses).sum(dim=1)
+    num_depths = logits.shape[1]
+    # sum4[k] = p[k - 1] + p[k] + p[k + 1] + p[k + 2], zero outside.
+    sum4 = 4.0 * F.avg_pool3d(
+        F.pad(probability[:, None], (0, 0, 0, 0, 1, 2)), (4, 1, 1),
+        stride=1).squeeze(1)
+    index = (probability * torch.arange(num_depths).reshape(1, -1, 1, 1)).sum(
+        dim=1).long().clamp(0, num_depths - 1)  # truncation, e >= 0
+    confidence = torch.gather(sum4, 1, index[:, None]).squeeze(1)
+    return depth, confidence
+
+
+class CascadeNet(nn.Module):
+    """FPN + three-stage cascade; UniMVSNet or CasMVSNet flavour.
+
+    `unimvsnet`: adaptive aggregation, unity head, hypotheses built at the
+    previous resolution then bilinearly upsampled. `casmvsnet`: variance
+    aggregation (reference included), soft-argmin head, previous depth
+    upsampled bilinearly to the full input size, hypotheses built there and
+    the volume resized trilinearly to the stage size (2.5).
+    """
+
+    def __init__(self, variant):
         super().__init__()
+        self.variant = variant
         self.feature = FeatureNet()
-        self.cost_aggregation = CostAggregation()
+        if variant == "unimvsnet":
+            self.cost_aggregation = CostAggregation()
         self.cost_regularization = nn.ModuleList(
             CostRegNet(c) for c in (32, 16, 8))
+
+    def _refined_hypotheses(self, previous, num_depths, nominal, size,
+                            full_size):
+        spacing = nominal * num_depths / (num_depths - 1)
+        steps = torch.arange(num_depths).reshape(1, -1, 1, 1)
+        if self.variant == "unimvsnet":
+            band = previous[:, None] - nominal * (num_depths / 2.0) + (
+                steps * spacing)  # [B, D, h, w]
+            return F.interpolate(band, size=size, mode="bilinear",
+                                 align_corners=False)
+        previous = F.interpolate(previous[:, None], size=full_size,
+                                 mode="bilinear", align_corners=False)
+        band = previous - nominal * (num_depths / 2.0) + steps * spacing
+        return F.interpolate(band[:, None], size=(num_depths,) + size,
+                             mode="trilinear", align_corners=False)[:, 0]
 
     def forward(self, images, projections, depth_first, depth_last):
         """images [B, V, 3, H, W]; projections: per stage [B, V, 4, 4]."""
         batch, num_views = images.shape[:2]
+        full_size = tuple(images.shape[3:])
         features = [self.feature(images[:, v]) for v in range(num_views)]
         base = (depth_last - depth_first) / NUM_DEPTHS_BASE  # [B]
         outputs = []
         for stage, num_depths in enumerate(NUM_DEPTHS):
             ref = features[0][stage]
-            height, width = ref.shape[2:]
+            size = tuple(ref.shape[2:])
             if stage == 0:
                 step = (depth_last - depth_first) / (num_depths - 1)
                 planes = (depth_first[:, None]
                           + torch.arange(num_depths)[None] * step[:, None])
                 hypotheses = planes[:, :, None, None].expand(
-                    batch, num_depths, height, width)
+                    (batch, num_depths) + size)
                 interval = step[0]  # the reference takes element 0 (9.4)
             else:
-                previous = outputs[-1]["depth"].detach()  # [B, h, w]
                 nominal = INTERVAL_RATIOS[stage] * base[:, None, None, None]
-                interval = nominal * num_depths / (num_depths - 1)
-                band = (previous[:, None] - nominal * (num_depths / 2.0)
-                        + torch.arange(num_depths)[None, :, None, None]
-                        * interval)  # [B, D, h, w]
-                hypotheses = F.interpolate(band, size=(height, width),
-                                           mode="bilinear",
-                                           align_corners=False)
-                interval = interval.reshape(-1)[0]
+                hypotheses = self._refined_hypotheses(
+                    outputs[-1]["depth"].detach(), num_depths, nominal, size,
+                    full_size)
+                interval = (nominal * num_depths / (num_depths - 1)).reshape(
+                    -1)[0]
             proj = projections[stage]
-            ref_volume = ref[:, :, None].expand(-1, -1, num_depths, -1, -1)
             warped = [homography_warp(features[v][stage], proj[:, v],
                                       proj[:, 0], hypotheses)
                       for v in range(1, num_views)]
-            cost = self.cost_aggregation(stage, ref_volume, warped)
+            ref_volume = ref[:, :, None].expand(-1, -1, num_depths, -1, -1)
+            if self.variant == "unimvsnet":
+                cost = self.cost_aggregation(stage, ref_volume, warped)
+            else:
+                volumes = [ref_volume] + warped
+                mean = sum(volumes) / num_views
+                cost = sum(v ** 2 for v in volumes) / num_views - mean ** 2
             logits = self.cost_regularization[stage](cost)
-            unity = torch.sigmoid(logits)
-            best = unity.argmax(dim=1, keepdim=True)
-            depth = (torch.gather(hypotheses, 1, best)
-                     + (1.0 - torch.gather(unity, 1, best)) * interval)
-            confidence = F.softmax(logits, dim=1).max(dim=1)[0]
-            outputs.append({"depth": depth.squeeze(1),
-                            "confidence": confidence, "logits": logits})
+            if self.variant == "unimvsnet":
+                depth, confidence = unity_head(logits, hypotheses, interval)
+            else:
+                depth, confidence = regression_head(logits, hypotheses)
+            outputs.append({"depth": depth, "confidence": confidence,
+                            "logits": logits})
         return outputs
 
 
@@ -295,11 +350,16 @@ def main(argv=None):
     parser.add_argument("--scene", required=True, type=pathlib.Path)
     parser.add_argument("--spec", required=True, type=pathlib.Path)
     parser.add_argument("--out", required=True, type=pathlib.Path)
+    parser.add_argument("--variant", default="unimvsnet",
+                        choices=("unimvsnet", "casmvsnet"))
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
     spec = checkpoints.read_state_dict_spec(args.spec)
-    network = UniMVSNet().eval()
+    if args.variant == "casmvsnet":  # the tsv without the weight nets
+        spec = {k: v for k, v in spec.items()
+                if not k.startswith("cost_aggregation.")}
+    network = CascadeNet(args.variant).eval()
     shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
     if shapes != spec:
         raise SystemExit("The torch network's state_dict differs from "
@@ -318,8 +378,10 @@ def main(argv=None):
             images, stage_projections(scene["intrinsics"],
                                       scene["cam_from_world"]),
             depth_range[:, 0], depth_range[:, 1])
-    golden = dict(scene, seed=np.int64(SEED))
-    for stage, (output, stride) in enumerate(zip(outputs, LOGIT_STRIDE)):
+    strides = LOGIT_STRIDE[args.variant]
+    golden = dict(scene, seed=np.int64(SEED),
+                  logit_stride=np.asarray(strides, np.int64))
+    for stage, (output, stride) in enumerate(zip(outputs, strides)):
         golden[f"depth_{stage}"] = output["depth"][0].numpy()
         golden[f"confidence_{stage}"] = output["confidence"][0].numpy()
         golden[f"logits_{stage}"] = (
