@@ -23,7 +23,8 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 from keras_mvs import checkpoints
 from keras_mvs.layers import cost_volume

@@ -41,10 +41,16 @@ import dataclasses
 import os
 import re
 import zlib
+from collections.abc import Iterable
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: importing keras costs seconds
+    import keras
 
 PathLike = Union[str, os.PathLike]
 
@@ -89,7 +95,8 @@ class StateDictError(ValueError):
             PyTorch shape differs from the model's.
     """
 
-    def __init__(self, missing, unexpected, mismatched):
+    def __init__(self, missing: Iterable[str], unexpected: Iterable[str],
+                 mismatched: Iterable[tuple]):
         self.missing = list(missing)
         self.unexpected = list(unexpected)
         self.mismatched = list(mismatched)
@@ -119,8 +126,8 @@ class ConversionReport:
             (`num_batches_tracked`).
     """
 
-    assigned: dict
-    ignored: tuple
+    assigned: dict[str, str]
+    ignored: tuple[str, ...]
 
 
 def torch_name(keras_path: str) -> str:
@@ -145,7 +152,7 @@ def torch_name(keras_path: str) -> str:
         "reference state_dict layout (docs/weight_layout.md)")
 
 
-def torch_shape(keras_shape) -> tuple:
+def torch_shape(keras_shape: Iterable[int]) -> tuple:
     """PyTorch shape of a Keras variable: channel axes first, reversed."""
     keras_shape = tuple(int(n) for n in keras_shape)
     if len(keras_shape) < 2:
@@ -166,7 +173,7 @@ def to_keras_layout(array: np.ndarray) -> np.ndarray:
     return np.transpose(array, tuple(range(2, array.ndim)) + (1, 0))
 
 
-def _model_variables(network) -> dict:
+def _model_variables(network: "keras.Model") -> dict:
     """Keras path (model name dropped) -> variable; builds the model first."""
     if not network.built:
         network.build()
@@ -177,7 +184,7 @@ def _model_variables(network) -> dict:
     return variables
 
 
-def expected_state_dict(network) -> dict:
+def expected_state_dict(network: "keras.Model") -> dict:
     """The state_dict a model converts from: PyTorch name -> PyTorch shape.
 
     `num_batches_tracked` entries are not listed (they are optional and
@@ -213,14 +220,14 @@ def canonical_keys(state_dict: Mapping[str, Any]) -> dict:
     return state_dict
 
 
-def _to_numpy(value) -> np.ndarray:
+def _to_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch.Tensor, maybe on a GPU
         value = value.detach().cpu().numpy()
     return np.asarray(value)
 
 
 def convert_state_dict(state_dict: Mapping[str, Any],
-                       network) -> ConversionReport:
+                       network: "keras.Model") -> ConversionReport:
     """Loads a reference PyTorch state_dict into a CascadeMVSNet, strictly.
 
     Every model variable must have exactly one state_dict tensor of the

@@ -300,7 +300,7 @@ class CascadeNet(nn.Module):
         return outputs
 
 
-def read_cam(path):
+def read_cam(path: pathlib.Path) -> tuple:
     """MVSNet cam file: (cam_from_world 4x4, K 3x3, first and last depth)."""
     words = pathlib.Path(path).read_text().split()
     extrinsic = np.array(words[1:17], np.float64).reshape(4, 4)
@@ -312,7 +312,8 @@ def read_cam(path):
     return extrinsic, intrinsic, depth_line[0], depth_line[3]
 
 
-def load_scene(scene_dir, num_views=3):
+def load_scene(scene_dir: pathlib.Path, num_views: int = 3) -> dict:
+    """The first `num_views` views of an MVSNet-layout folder, as stored."""
     scene_dir = pathlib.Path(scene_dir)
     images, intrinsics, extrinsics = [], [], []
     for view in range(num_views):
@@ -333,7 +334,8 @@ def load_scene(scene_dir, num_views=3):
     }
 
 
-def stage_projections(intrinsics, cam_from_world):
+def stage_projections(intrinsics: np.ndarray,
+                      cam_from_world: np.ndarray) -> list:
     """Per stage [1, V, 4, 4]: top rows K_s E[:3, :4]; K_s scales K rows 0-1."""
     projections = []
     for scale in STAGE_SCALES:
@@ -345,7 +347,8 @@ def stage_projections(intrinsics, cam_from_world):
     return projections
 
 
-def main(argv=None):
+def main(argv: list | None = None) -> None:
+    """Runs the chosen network on the scene and writes the golden .npz."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scene", required=True, type=pathlib.Path)
     parser.add_argument("--spec", required=True, type=pathlib.Path)
