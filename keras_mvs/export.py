@@ -13,9 +13,10 @@ outputs (float32): `depth [B, H, W]` (depth units, camera-frame z of the
     reference view) and `confidence [B, H, W]` in [0, 1].
 
 B, V, H and W are all dynamic: one graph serves any batch, view count and
-image size. The serving function is a plain graph function, never
-XLA-compiled (TF_NOTES.md 4.1): XLA would compile anew for every (V, H, W)
-and needs the XLA JIT in the serving binary.
+image size. A request with V < 2, or H or W not a multiple of 32, fails with
+an `InvalidArgumentError` that says so. The serving function is a plain
+graph function, never XLA-compiled (TF_NOTES.md 4.1): XLA would compile anew
+for every (V, H, W) and needs the XLA JIT in the serving binary.
 """
 
 import os
@@ -27,6 +28,8 @@ from typing import Dict, Union
 
 import keras
 import tensorflow as tf
+
+from keras_mvs.models import cas_mvsnet
 
 PathLike = Union[str, pathlib.Path]
 
@@ -134,7 +137,10 @@ def export_saved_model(network: keras.Model, path: PathLike,
             "input dict (or load a trained .keras file)")
     path = check_version_path(path, overwrite)
 
-    def serve(images, intrinsics, cam_from_world, depth_range):
+    def serve(images: tf.Tensor, intrinsics: tf.Tensor,
+              cam_from_world: tf.Tensor,
+              depth_range: tf.Tensor) -> Dict[str, tf.Tensor]:
+        images = _checked_images(images)
         outputs = network({"images": images, "intrinsics": intrinsics,
                            "cam_from_world": cam_from_world,
                            "depth_range": depth_range}, training=False)
@@ -175,6 +181,29 @@ def export_saved_model(network: keras.Model, path: PathLike,
             network.xla_warp = xla_warp
     _move_into_place(tmp, path)
     return path
+
+
+def _checked_images(images: tf.Tensor) -> tf.Tensor:
+    """`images [B, V, H, W, 3]`, once V >= 2 and H, W are multiples of 32.
+
+    In the serving graph V, H and W are unknown until a request arrives, so
+    the network's own shape checks cannot run at trace time; without these
+    a bad request fails deep inside the 3-D U-Net with a shape error that
+    names no input.
+    """
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.assert_greater_equal(
+            shape[1], 2, message="`images` needs V >= 2 views (view 0 the "
+            "reference, then at least one source view); received shape"),
+        tf.debugging.assert_equal(
+            shape[2:4] % cas_mvsnet.SIZE_MULTIPLE, 0, message=(
+                "`images` height and width must be multiples of "
+                f"{cas_mvsnet.SIZE_MULTIPLE}; received [H, W] remainders")),
+    ]
+    # The identity makes the network wait for the checks.
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
 
 
 def _move_into_place(tmp: pathlib.Path, path: pathlib.Path) -> None:

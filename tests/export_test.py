@@ -8,6 +8,8 @@ and the REST columnar JSON body. One tiny network is exported once for the
 whole module.
 """
 
+import contextlib
+import io
 import json
 import os
 import pathlib
@@ -81,17 +83,32 @@ def cases(network):
 
 
 @pytest.fixture(scope="module")
-def exported(network, tmp_path_factory):
-    # Exported with the XLA warp switched on: the serving graph must still
-    # be free of XLA, and the network's own setting must come back.
+def cli_run(network, tmp_path_factory):
+    """The module's one export: `python -m experiments.export` in-process.
+
+    The network goes through a `.keras` file with the XLA warp switched on
+    (the serving graph must still be free of XLA), over a stale version
+    that `--overwrite` must replace completely.
+    """
+    root = tmp_path_factory.mktemp("export")
     network.xla_warp = True
     try:
-        path = export.export_saved_model(
-            network, tmp_path_factory.mktemp("saved_models") / "cas" / "1")
-        assert network.xla_warp
+        network.save(root / "model.keras")
     finally:
         network.xla_warp = False
-    return path
+    out = root / "saved_models" / "cas" / "1"
+    out.mkdir(parents=True)
+    (out / "stale.txt").write_text("old export")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = export_cli.main(["--model", str(root / "model.keras"),
+                                "--out", str(out), "--overwrite"])
+    return code, out, stdout.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(cli_run):
+    return cli_run[1]
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +164,17 @@ def test_reloaded_signature_equals_keras_for_two_shapes(serving, cases):
             assert outputs[name].shape == expected[name].shape
             np.testing.assert_allclose(outputs[name].numpy(), expected[name],
                                        **TOLERANCE, err_msg=name)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((1, 2, 48, 64), "multiples of 32"),
+    ((1, 2, 32, 40), "multiples of 32"),
+    ((1, 1, 32, 32), "V >= 2 views"),
+])
+def test_bad_request_shapes_name_the_input(serving, shape, message):
+    inputs = make_inputs(*shape)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serving(**{k: tf.constant(v) for k, v in inputs.items()})
 
 
 def test_saved_model_cli_show(exported):
@@ -247,25 +275,19 @@ def test_inference_loads_version_and_base_folder(exported, cases, tmp_path):
         predictor({k: v for k, v in inputs.items() if k != "depth_range"})
 
 
-def test_cli_exports_a_keras_file(network, cases, tmp_path, capsys):
-    keras_file = tmp_path / "model.keras"
-    network.save(keras_file)
-    out = tmp_path / "saved_models" / "cas" / "3"
-    # A stale version is replaced only with --overwrite, and completely.
-    out.mkdir(parents=True)
-    (out / "stale.txt").write_text("old export")
-    assert export_cli.main(["--model", str(keras_file), "--out", str(out),
-                            "--overwrite"]) == 0
-    summary = capsys.readouterr().out
-    assert "images: float32 (-1, -1, -1, -1, 3)" in summary
-    assert "depth: float32 (-1, -1, -1)" in summary
+def test_cli_exports_a_keras_file_and_prints_the_signature(cli_run):
+    code, out, summary = cli_run
+    assert code == 0
+    assert f"SavedModel {out}" in summary
+    for line in ("images: float32 (-1, -1, -1, -1, 3)",
+                 "intrinsics: float32 (-1, -1, 3, 3)",
+                 "cam_from_world: float32 (-1, -1, 4, 4)",
+                 "depth_range: float32 (-1, 2)",
+                 "depth: float32 (-1, -1, -1)",
+                 "confidence: float32 (-1, -1, -1)"):
+        assert line in summary, summary
+    # --overwrite replaced the stale version as a whole.
     assert not (out / "stale.txt").exists()
-    assert [p.name for p in out.parent.iterdir()] == ["3"]
-    inputs, expected = cases[0]
-    outputs = inference.load_model(out.parent)(inputs)
-    for name in export.OUTPUT_NAMES:
-        np.testing.assert_allclose(outputs[name].numpy(), expected[name],
-                                   **TOLERANCE, err_msg=name)
 
 
 @pytest.mark.parametrize("version, message", [
@@ -314,7 +336,10 @@ def test_export_rejects_network_without_depth_output(tmp_path):
     inputs = {name: keras.Input(shape=spec.shape[1:], name=name)
               for name, spec in export.serving_input_signature().items()}
     model = keras.Model(inputs, {"depth": inputs["depth_range"]})
+    # Export switches an XLA warp off while tracing, and back on after.
+    model.xla_warp = True
     with pytest.raises(ValueError, match="Missing: \\['confidence'\\]"):
         export.export_saved_model(model, tmp_path / "m" / "1")
+    assert model.xla_warp is True
     # The failed export leaves nothing behind.
     assert list((tmp_path / "m").iterdir()) == []
