@@ -32,23 +32,26 @@ def export_model(model: inference.PathLike, out: inference.PathLike,
         The written version folder.
 
     Raises:
-        ValueError: `out` is not a version folder, or `model` is a
-            SavedModel (it has no Keras network to export).
+        ValueError: `out` is not a version folder, or `model` is a folder
+            without `model.keras` (such as a SavedModel).
         FileExistsError: `out` exists and `overwrite` is False.
         FileNotFoundError: nothing loadable at `model`.
     """
-    # Checked before loading, which is the slow part.
-    out = export.check_version_path(out, overwrite)
-    predictor = inference.load_model(model)
-    if predictor.network is None:
+    # Both are checked before loading, which is the slow part.
+    out = export.check_version_path(out, overwrite, argument="--out")
+    model = pathlib.Path(model)
+    if model.is_dir() and not (model / "model.keras").is_file():
         raise ValueError(
-            f"--model {model}: is already a SavedModel ({predictor.path}); "
-            "expected a training work directory or a .keras file")
-    return export.export_saved_model(predictor.network, out, overwrite)
+            f"--model {model}: a folder without model.keras (a SavedModel "
+            "cannot be exported again); expected a training work directory "
+            "or a .keras file")
+    network = inference.load_model(model).network
+    return export.export_saved_model(network, out, overwrite)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.export",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True,
                         help="training work directory or .keras file")
     parser.add_argument("--out", required=True,

@@ -62,13 +62,14 @@ def serving_input_signature() -> Dict[str, tf.TensorSpec]:
             for name, shape in shapes.items()}
 
 
-def check_version_path(path: PathLike, overwrite: bool = False
-                       ) -> pathlib.Path:
+def check_version_path(path: PathLike, overwrite: bool = False,
+                       argument: str = "path") -> pathlib.Path:
     """Checks that `path` can receive a new SavedModel version.
 
     Args:
         path: `<model base path>/<version>`, e.g. `saved_models/cas/1`.
         overwrite: allow replacing an existing version.
+        argument: how error messages name `path` (`"--out"` for the CLI).
 
     Returns:
         `path` as a `pathlib.Path`.
@@ -81,21 +82,21 @@ def check_version_path(path: PathLike, overwrite: bool = False
     path = pathlib.Path(path)
     if not _VERSION_PATTERN.fullmatch(path.name):
         raise ValueError(
-            f"--out {path}: the last folder must be an integer version "
+            f"{argument} {path}: the last folder must be an integer version "
             "number (TF Serving serves only numbered versions, as in "
             f"saved_models/<name>/<version>). Received: {path.name!r}; "
             f"expected e.g. {path / '1'}")
     if path.parent.exists() and not path.parent.is_dir():
         raise ValueError(
-            f"--out {path}: the model base path {path.parent} is a file, "
-            "expected a folder (or nothing)")
+            f"{argument} {path}: the model base path {path.parent} is a "
+            "file, expected a folder (or nothing)")
     if path.exists() and not overwrite:
         raise FileExistsError(
-            f"--out {path}: version {path.name} already exists. Export to a "
-            "new version number (TF Serving picks up the highest one), or "
-            "pass overwrite=True (--overwrite) to replace it.")
+            f"{argument} {path}: version {path.name} already exists. Export "
+            "to a new version number (TF Serving picks up the highest one), "
+            "or ask to overwrite it (--overwrite, overwrite=True).")
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path}: exists and is not a folder")
+        raise ValueError(f"{argument} {path}: exists and is not a folder")
     return path
 
 

@@ -304,16 +304,23 @@ def test_cli_rejects_bad_out_before_loading(tmp_path, capsys, version,
         export_cli.main(["--model", str(tmp_path / "missing.keras"),
                          "--out", str(tmp_path / "cas" / version)])
     assert raised.value.code == 2
-    assert message in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith("python -m experiments.export: error: --out ")
+    assert message in error
     assert sorted(p.name for p in (tmp_path / "cas").iterdir()) == ["2"]
 
 
-def test_cli_rejects_missing_model(tmp_path, capsys):
-    with pytest.raises(SystemExit) as raised:
-        export_cli.main(["--model", str(tmp_path / "missing.keras"),
-                         "--out", str(tmp_path / "cas" / "1")])
-    assert raised.value.code == 2
-    assert "expected a training work directory" in capsys.readouterr().err
+def test_cli_rejects_missing_model_and_saved_model(exported, tmp_path,
+                                                   capsys):
+    for model in (tmp_path / "missing.keras", exported.parent):
+        with pytest.raises(SystemExit) as raised:
+            export_cli.main(["--model", str(model),
+                             "--out", str(tmp_path / "cas" / "1")])
+        assert raised.value.code == 2
+        error = capsys.readouterr().err
+        assert f"--model {model}" in error
+        assert "expected a training work directory" in error
+    assert not (tmp_path / "cas").exists()
 
 
 def test_export_rejects_bad_arguments(network, tmp_path):
@@ -328,7 +335,7 @@ def test_export_rejects_bad_arguments(network, tmp_path):
     (tmp_path / "m" / "1").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="--overwrite"):
         export.export_saved_model(network, tmp_path / "m" / "1")
-    with pytest.raises(ValueError, match="integer version"):
+    with pytest.raises(ValueError, match="^path .*integer version"):
         export.export_saved_model(network, tmp_path / "m")
 
 
