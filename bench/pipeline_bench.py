@@ -13,7 +13,9 @@ all three) and two scene sources:
 * "cached": the same scene dicts kept in memory (`Dataset.cache()`), which
   isolates the cost of tuple assembly, conversion and augmentation.
 
-Each case first draws `--warmup` examples (default: one pass over all
+Wall-clock rates suffer from other load on the machine (the load average
+is printed); the CPU seconds per example (all tf.data threads of this
+process) do much less. Each case first draws `--warmup` examples (default: one pass over all
 references, which also fills the in-memory cache) and then times the next
 `--examples`. The figures depend on the
 cores tf.data may use; this machine has 2.
@@ -54,18 +56,24 @@ def render_scenes(cache_dir: pathlib.Path, num_scenes: int,
 
 
 def examples_per_second(scenes: tf.data.Dataset, branches: tuple[str, ...],
-                        warmup: int, examples: int) -> float:
-    """Times `examples` batches of 1 after `warmup` batches."""
+                        warmup: int, examples: int) -> tuple[float, float]:
+    """Times `examples` batches of 1 after `warmup` batches.
+
+    Returns:
+        `(examples per wall-clock second, process CPU seconds per example)`;
+        the second is less sensitive to other load on the machine.
+    """
     dataset = pipeline.make_dataset(
         scenes, num_views=_NUM_VIEWS, batch_size=1, seed=0,
         branches=branches)
     iterator = iter(dataset)
     for _ in range(warmup):
         next(iterator)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(examples):
         next(iterator)
-    return examples / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    return examples / wall, (time.process_time() - start_cpu) / examples
 
 
 def main() -> None:
@@ -91,12 +99,16 @@ def main() -> None:
               else args.warmup)
     folders = pipeline.scene_dicts_from_folders(dirs)
     sources = {"folders": folders, "cached": folders.cache()}
-    print(f"{'branches':<20} {'folders ex/s':>13} {'cached ex/s':>12}")
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
+    print(f"{'branches':<20} {'folders ex/s':>13} {'CPU s/ex':>9} "
+          f"{'cached ex/s':>12} {'CPU s/ex':>9}")
     for branches in _BRANCH_SETS:
-        rates = [examples_per_second(source, branches, warmup,
-                                     args.examples)
-                 for source in sources.values()]
-        print(f"{'+'.join(branches):<20} {rates[0]:>13.1f} {rates[1]:>12.1f}")
+        (folder_rate, folder_cpu), (cached_rate, cached_cpu) = [
+            examples_per_second(source, branches, warmup, args.examples)
+            for source in sources.values()]
+        print(f"{'+'.join(branches):<20} {folder_rate:>13.1f} "
+              f"{folder_cpu:>9.3f} {cached_rate:>12.1f} {cached_cpu:>9.3f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
