@@ -4,7 +4,7 @@
         [--max-height H] [--max-width W] [--views V] [--num-depths 48,32,8]
         [--filter pcd|dypcd|PRESET] [--conf C | --conf C1,C2,C3]
         [--min-consistent-views N] [--images DIR] [--memory-budget-gb G]
-        [--gt-ply GT.ply [--threshold T] [--max-distance D]]
+        [--gt-ply GT.ply|POINTS.npz [--threshold T] [--max-distance D]]
         [--render VIEW.png]
 
 `--scene` is a folder in MVSNet layout (images/, cams/, pair.txt) or a
@@ -16,8 +16,8 @@ OUT/mvsnet_scene/, which holds the cams, depth ranges and pair.txt used.
 
 `--model` is a training work directory, a `.keras` file or an exported
 SavedModel. Outputs under OUT: `depth/`, `confidence/`, `previews/`,
-`cams/` (K at the depth-map resolution), `fused.ply` and `summary.json`
-(written last). `--num-depths` rebuilds a Keras network with other
+`cams/` (K at the depth-map resolution), `images/` (the network-size
+reference images), `fused.ply` and `summary.json` (written last). `--num-depths` rebuilds a Keras network with other
 hypotheses per stage and the same weights (not possible for SavedModels).
 
 Filters (ALGORITHMS.md 6.3): `pcd` is CasMVSNet's (final confidence > 0.9,
@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-budget-gb", type=float,
                         help="memory the largest cost volume may take "
                         "(default: available RAM on CPU, unchecked on GPU)")
-    parser.add_argument("--gt-ply", help="ground-truth PLY to evaluate the "
-                        "fused cloud against")
+    parser.add_argument("--gt-ply", help="ground-truth points (PLY, or .npz "
+                        "with xyz) to evaluate the fused cloud against")
     parser.add_argument("--threshold", type=float, default=1.0,
                         help="precision/recall distance, depth units")
     parser.add_argument("--max-distance", type=float, default=20.0,
@@ -259,6 +259,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     summary["timing"]["model_load_seconds"] = load_seconds
     _print_summary(summary, out_dir)
+    if "masks" in summary:
+        masks = summary["masks"]
+        print(f"object masks ({masks['masked_views']} views): "
+              f"{100 * masks['projection_fraction']:.1f} % of projections "
+              f"inside, {100 * masks['hull_fraction']:.1f} % of points inside "
+              "the visual hull")
 
     if args.gt_ply or args.render:
         points, colors, _ = fusion.read_ply(str(out_dir / "fused.ply"))

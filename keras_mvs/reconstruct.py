@@ -14,6 +14,8 @@ axis, sources forced to the reference size), and writes
     previews/{id:08d}_confidence.png   coloured confidence
     cams/{id:08d}_cam.txt              K at the depth-map resolution, the
                                        pose, the swept range as `min max`
+    images/{id:08d}.png                the reference image as the network saw
+                                       it (the colours of the fused points)
 
 then filters and fuses the maps (`keras_mvs.fusion`, ALGORITHMS.md 6) into
 `fused.ply` and writes `summary.json` last: a folder with `summary.json` is
@@ -44,6 +46,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from keras_mvs import evaluation
 from keras_mvs import fusion
@@ -70,9 +73,10 @@ _DEFAULT_NUM_DEPTHS = (48, 32, 8)
 _DEFAULT_BASE_CHANNELS = 8
 # A rejection rate above this share of the pixels is named in the diagnosis.
 _DIAGNOSIS_RATE = 0.9
-# Decoded views kept by the fusion's lazy view mapping: one reference and
-# its sources at a time, plus some reuse between neighbouring references.
-_FUSION_CACHE_VIEWS = 16
+# Decoded views kept by the view caches of inference and fusion: one
+# reference and its sources at a time, plus reuse between neighbouring
+# references.
+_CACHED_VIEWS = 16
 
 
 class ReconstructionError(RuntimeError):
@@ -298,7 +302,40 @@ def _paths(out_dir: pathlib.Path, view_id: int) -> Dict[str, pathlib.Path]:
         "depth_png": out_dir / "previews" / f"{name}_depth.png",
         "confidence_png": out_dir / "previews" / f"{name}_confidence.png",
         "cam": out_dir / "cams" / f"{name}_cam.txt",
+        "image": out_dir / "images" / f"{name}.png",
     }
+
+
+class ViewLoader:
+    """`MVSScene.load_view` with a small cache of decoded, resized views.
+
+    Each view serves as a source of several neighbouring references;
+    decoding a 1600x1200 JPEG and resizing it costs about as much as the
+    network at low resolution, so recent views are kept.
+
+    Args:
+        scene: the scene.
+        capacity: views kept.
+    """
+
+    def __init__(self, scene: scene_lib.MVSScene,
+                 capacity: int = _CACHED_VIEWS):
+        self.scene = scene
+        self._capacity = capacity
+        self._cache: "collections.OrderedDict[tuple, tuple]" = (
+            collections.OrderedDict())
+
+    def __call__(self, view_id: int, height: int,
+                 width: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(image, intrinsics, cam_from_world)` as `MVSScene.load_view`."""
+        key = (view_id, height, width)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
+            self._cache[key] = self.scene.load_view(view_id, height, width)
+            if len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        return self._cache[key]
 
 
 def infer_view(
@@ -306,6 +343,7 @@ def infer_view(
     source_ids: Sequence[int], size: Tuple[int, int], out_dir: pathlib.Path,
     num_depths_base: int = DEFAULT_NUM_DEPTHS_BASE,
     interval_scale: float = DEFAULT_INTERVAL_SCALE,
+    loader: Optional[ViewLoader] = None,
 ) -> Dict[str, object]:
     """Runs the network on one reference view and writes its outputs.
 
@@ -318,6 +356,7 @@ def infer_view(
         out_dir: the output folder (its subfolders must exist).
         num_depths_base: N for `Camera.depth_range`.
         interval_scale: interval multiplier for `Camera.depth_range`.
+        loader: a ViewLoader to share decoded views between calls.
 
     Returns:
         `{"view_id", "height", "width", "depth_range", "seconds",
@@ -328,9 +367,10 @@ def infer_view(
         InsufficientMemoryError: TF ran out of memory.
     """
     height, width = size
+    load = loader if loader is not None else scene.load_view
     images, intrinsics, poses = [], [], []
     for view_id in [ref_id, *source_ids]:
-        image, k, pose = scene.load_view(view_id, height, width)
+        image, k, pose = load(view_id, height, width)
         images.append(image)
         intrinsics.append(k)
         poses.append(pose)
@@ -366,6 +406,7 @@ def infer_view(
         formats.write_pfm(paths[f"stage{index + 1}"], upsampled)
         stage_maps.append(upsampled)
     valid = np.isfinite(depth) & (depth > 0)
+    visualize.save_png(str(paths["image"]), _to_uint8(images[0]))
     visualize.save_png(str(paths["depth_png"]),
                        visualize.colorize_depth(depth, vmin=first,
                                                 vmax=last))
@@ -391,19 +432,16 @@ class OutputViews(Mapping):
 
     `views[view_id]` is a `fusion.FusionView` built from `depth/`,
     `confidence/` (with the stage maps when present), the K of `cams/` and
-    the scene's image resized to the depth map; a small cache keeps the
+    the network-resolution image of `images/`; a small cache keeps the
     views of the current reference and its sources decoded.
 
     Args:
         out_dir: the output folder.
-        scene: the scene (for the colours).
         view_ids: the views with outputs.
     """
 
-    def __init__(self, out_dir: PathLike, scene: scene_lib.MVSScene,
-                 view_ids: Sequence[int]):
+    def __init__(self, out_dir: PathLike, view_ids: Sequence[int]):
         self._out_dir = pathlib.Path(out_dir)
-        self._scene = scene
         self._view_ids = list(view_ids)
         self._cache: "collections.OrderedDict[int, fusion.FusionView]" = (
             collections.OrderedDict())
@@ -417,17 +455,18 @@ class OutputViews(Mapping):
         paths = _paths(self._out_dir, view_id)
         depth = formats.read_pfm(paths["depth"])
         camera = formats.read_cam_file(paths["cam"])
-        image, _, _ = self._scene.load_view(view_id, *depth.shape)
+        with Image.open(paths["image"]) as image:
+            colours = np.asarray(image.convert("RGB"))
         stages = [formats.read_pfm(paths[key]) for key in ("stage1", "stage2")
                   if paths[key].is_file()]
         confidence = formats.read_pfm(paths["confidence"])
         view = fusion.FusionView(
             depth=depth, confidence=confidence,
             intrinsics=camera.intrinsics, cam_from_world=camera.cam_from_world,
-            image=_to_uint8(image),
+            image=colours,
             stage_confidences=[*stages, confidence] if stages else ())
         self._cache[view_id] = view
-        if len(self._cache) > _FUSION_CACHE_VIEWS:
+        if len(self._cache) > _CACHED_VIEWS:
             self._cache.popitem(last=False)
         return view
 
@@ -620,7 +659,7 @@ def reconstruct(
               else memory_budget_bytes)
     estimate = check_memory(*largest, num_views, shape, budget)
 
-    for sub in ("depth", "confidence", "previews", "cams"):
+    for sub in ("depth", "confidence", "previews", "cams", "images"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     # summary.json marks a complete run: drop a stale one before starting.
     (out_dir / "summary.json").unlink(missing_ok=True)
@@ -629,10 +668,11 @@ def reconstruct(
     bar = keras.utils.Progbar(len(refs), unit_name="view",
                               verbose=verbose) if verbose else None
     inference_start = time.perf_counter()
+    loader = ViewLoader(scene)
     for index, (ref_id, sources) in enumerate(refs):
         record = infer_view(scene, predictor, ref_id, sources,
                             sizes[ref_id], out_dir, shape.num_depths_base,
-                            interval_scale)
+                            interval_scale, loader)
         records[ref_id] = record
         if on_view is not None:
             on_view(record)
@@ -641,7 +681,7 @@ def reconstruct(
     inference_seconds = time.perf_counter() - inference_start
 
     fusion_start = time.perf_counter()
-    views = OutputViews(out_dir, scene, list(records))
+    views = OutputViews(out_dir, list(records))
     # "points" is the running total, not Progbar's default running mean.
     bar = keras.utils.Progbar(len(fusion_pairs), unit_name="view",
                               verbose=verbose, stateful_metrics=["points"]
@@ -709,6 +749,9 @@ def reconstruct(
         },
         "diagnosis": diagnose(per_view, totals["num_points"], config),
     }
+    masks = mask_agreement(cloud.points, scene, list(records))
+    if masks is not None:
+        summary["masks"] = masks
     write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -717,18 +760,84 @@ def evaluate_against(points: np.ndarray, gt_path: PathLike,
                      threshold: float,
                      max_distance: Optional[float] = 20.0) -> dict:
     """Accuracy, completeness, overall and precision/recall/F-score of a
-    fused cloud against a ground-truth PLY (generic mode of ALGORITHMS.md
-    7.1 and 7.2; distances in depth units).
+    fused cloud against ground-truth points (generic mode of ALGORITHMS.md
+    7.1 and 7.2; distances in depth units): a PLY, or an `.npz` with an
+    `xyz [N, 3]` array (e.g. `dtu_scan24/sparse_points_dtu_frame.npz`).
 
     Raises:
         FileNotFoundError, ValueError: unreadable ground truth.
     """
-    gt_points, _, _ = fusion.read_ply(str(gt_path))
+    if str(gt_path).endswith(".npz"):
+        with np.load(gt_path) as data:
+            if "xyz" not in data:
+                raise ValueError(
+                    f"{gt_path}: expected an array 'xyz' [N, 3]; found "
+                    f"{sorted(data.files)}")
+            gt_points = np.asarray(data["xyz"], np.float32)
+    else:
+        gt_points, _, _ = fusion.read_ply(str(gt_path))
     metrics = evaluation.accuracy_completeness(points, gt_points,
                                                max_distance=max_distance)
     metrics.update(evaluation.precision_recall_fscore(points, gt_points,
                                                       threshold=threshold))
     return metrics
+
+
+def mask_agreement(points: np.ndarray, scene: scene_lib.MVSScene,
+                   view_ids: Sequence[int]) -> Optional[dict]:
+    """How well a cloud agrees with the scene's object masks (`masks/`).
+
+    Every point is projected into every view that has a mask, with the
+    view's full-resolution camera; projections behind the camera or outside
+    the image are ignored.
+
+    Args:
+        points: `[N, 3]` world points.
+        scene: the scene.
+        view_ids: the views to test.
+
+    Returns:
+        None when no view has a mask, else `{"masked_views",
+        "projection_fraction"` (share of in-image projections that land in
+        the mask), `"hull_fraction"` (share of points inside the mask in
+        every masked view they project into: inside the masks' visual
+        hull), `"projected_points"` (points seen by some masked view)}.
+    """
+    points = np.asarray(points, np.float64)
+    inside_all = np.ones(points.shape[0], bool)
+    seen = np.zeros(points.shape[0], bool)
+    hits = projections = masked_views = 0
+    for view_id in view_ids:
+        mask = scene.mask(view_id)
+        if mask is None:
+            continue
+        masked_views += 1
+        camera = scene.camera(view_id)
+        local = points @ camera.cam_from_world[:3, :3].T + (
+            camera.cam_from_world[:3, 3])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pixels = local @ camera.intrinsics.T
+            cols = np.round(pixels[:, 0] / pixels[:, 2])
+            rows = np.round(pixels[:, 1] / pixels[:, 2])
+        in_image = ((local[:, 2] > 0) & (cols >= 0) & (cols < mask.shape[1])
+                    & (rows >= 0) & (rows < mask.shape[0]))
+        in_mask = np.zeros(points.shape[0], bool)
+        in_mask[in_image] = mask[rows[in_image].astype(int),
+                                 cols[in_image].astype(int)]
+        hits += int(in_mask.sum())
+        projections += int(in_image.sum())
+        seen |= in_image
+        inside_all &= in_mask | ~in_image
+    if not masked_views:
+        return None
+    return {
+        "masked_views": masked_views,
+        "projection_fraction": hits / projections if projections else
+        float("nan"),
+        "hull_fraction": float(np.mean(inside_all[seen])) if seen.any()
+        else float("nan"),
+        "projected_points": int(seen.sum()),
+    }
 
 
 def render_views_direction(
@@ -766,8 +875,6 @@ def write_render(
     Returns:
         The size of the written file in bytes.
     """
-    from PIL import Image
-
     path = pathlib.Path(path)
     rgb = visualize.render_point_cloud(
         points, colors, width, height, view_direction=view_direction, up=up,

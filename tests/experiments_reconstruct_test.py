@@ -146,8 +146,22 @@ def test_full_run(scene_dir, tiny_model, tmp_path, capsys):
     assert "F-score" in printed
     assert 0 < render.stat().st_size < 300_000
     assert summary["render"]["bytes"] == render.stat().st_size
-    for sub in ("depth", "confidence", "previews", "cams"):
+    for sub in ("depth", "confidence", "previews", "cams", "images"):
         assert len(list((out / sub).iterdir())) >= 6
+
+
+def test_gt_points_from_npz(scene_dir, tiny_model, tmp_path, capsys):
+    points, _, _ = fusion.read_ply(str(scene_dir / "gt_surface.ply"))
+    np.savez(tmp_path / "sparse.npz", xyz=points[::10])
+    status = cli.main(["--scene", str(scene_dir), "--model", str(tiny_model),
+                       "--out", str(tmp_path / "out"), "--views", "2",
+                       "--conf", "0", "--min-consistent-views", "1",
+                       "--gt-ply", str(tmp_path / "sparse.npz"), "--quiet"])
+    assert status == 0
+    assert "F-score" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["evaluation"]["completeness_num_points"] == len(
+        points[::10])
 
 
 def test_convert_colmap_command(colmap_project, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -99,6 +100,9 @@ def test_ground_truth_depths_fuse_onto_the_surface(scene_dir, tmp_path):
     assert metrics["completeness"] < 3.0
     assert scores["precision"] > 0.95
     assert summary["diagnosis"] == []
+    # Synthetic masks mark the pixels with a surface: every point is inside.
+    assert summary["masks"]["masked_views"] == NUM_VIEWS
+    assert summary["masks"]["hull_fraction"] == 1.0
 
 
 def test_resource_error_before_any_output(scene_dir, tmp_path):
@@ -152,6 +156,8 @@ def test_tiny_network_outputs(scene_dir, tiny_model, tmp_path):
         expected[0] *= 64 / WIDTH
         expected[1] *= 32 / HEIGHT
         np.testing.assert_allclose(camera.intrinsics, expected, rtol=1e-12)
+        with Image.open(tmp_path / "images" / f"{name}.png") as png:
+            assert png.size == (64, 32) and png.mode == "RGB"
         for kind in ("depth", "confidence"):
             preview = tmp_path / "previews" / f"{name}_{kind}.png"
             with Image.open(preview) as png:
@@ -185,6 +191,31 @@ def test_with_num_depths_refuses_a_savedmodel(tmp_path):
     with pytest.raises(reconstruct.ReconstructionError,
                        match="needs a Keras model.*SavedModel"):
         reconstruct.with_num_depths(predictor, (16, 8, 8))
+
+
+def test_mask_agreement_counts_points_outside_the_masks(scene_dir,
+                                                       tmp_path):
+    """With view 0's mask cut to its left half, exactly the points that
+    project into its right half leave the visual hull."""
+    copy = shutil.copytree(scene_dir, tmp_path / "s")
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[:, :WIDTH // 2] = 255
+    Image.fromarray(mask).save(copy / "masks" / "00000000.png")
+    scene = scene_lib.MVSScene(copy)
+    points, _, _ = fusion.read_ply(str(copy / "gt_surface.ply"))
+    result = reconstruct.mask_agreement(points, scene, scene.view_ids)
+
+    camera = scene.camera(0)
+    local = points @ camera.cam_from_world[:3, :3].T + (
+        camera.cam_from_world[:3, 3])
+    pixels = local @ camera.intrinsics.T
+    cols = np.round(pixels[:, 0] / pixels[:, 2])
+    rows = np.round(pixels[:, 1] / pixels[:, 2])
+    in_image = (cols >= 0) & (cols < WIDTH) & (rows >= 0) & (rows < HEIGHT)
+    right = in_image & (cols >= WIDTH // 2)
+    assert result["masked_views"] == NUM_VIEWS
+    assert result["hull_fraction"] == pytest.approx(1.0 - right.mean())
+    assert 0.0 < result["hull_fraction"] < 1.0
 
 
 def test_diagnosis_names_the_photometric_filter():
