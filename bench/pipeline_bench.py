@@ -15,9 +15,9 @@ all three) and two scene sources:
 
 Wall-clock rates suffer from other load on the machine (the load average
 is printed); the CPU seconds per example (all tf.data threads of this
-process) do much less. Each case first draws `--warmup` examples (default: one pass over all
-references, which also fills the in-memory cache) and then times the next
-`--examples`. The figures depend on the
+process) do much less. Each case first draws `--warmup` examples (default:
+one pass over all references, which also fills the in-memory cache) and
+then times the next `--examples`. The figures depend on the
 cores tf.data may use; this machine has 2.
 """
 

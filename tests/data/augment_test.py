@@ -1,4 +1,4 @@
-"""Tests for keras_mvs.data.augment (ICC ColorJitter + gamma, ALGORITHMS.md 4.1)."""
+"""Tests for keras_mvs.data.augment (ICC jitter + gamma, ALGORITHMS.md 4.1)."""
 
 import colorsys
 
@@ -122,7 +122,8 @@ def test_parameter_ranges_and_permutations():
         assert values.max() > high - 0.01 * (high - low), name
         assert abs(values.mean() - (low + high) / 2) < 0.03 * (high - low), name
     order = params.order.numpy()
-    np.testing.assert_array_equal(np.sort(order, axis=1), np.tile(range(4), (4000, 1)))
+    np.testing.assert_array_equal(np.sort(order, axis=1),
+                                  np.tile(range(4), (4000, 1)))
     # Every operation comes first about a quarter of the time.
     counts = np.bincount(order[:, 0], minlength=4) / 4000
     np.testing.assert_allclose(counts, 0.25, atol=0.03)

@@ -281,7 +281,10 @@ def test_bad_view_stops_with_scene_and_view(tmp_path):
     dataset = pipeline.make_dataset(scenes, num_views=2, batch_size=1, seed=0,
                                     repeat=False, shuffle=False)
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"scene broken: reference view 2 uses view 2: .*depths/00000002.pfm: expected a single-channel depth map of the image size \(32, 64\), found \(8, 8\); reference view 3 uses view 2"):
+                       match=r"scene broken: reference view 2 uses view 2: "
+                             r".*depths/00000002.pfm: expected a single-channel"
+                             r" depth map of the image size \(32, 64\), found "
+                             r"\(8, 8\); reference view 3 uses view 2"):
         list(dataset)
 
 
