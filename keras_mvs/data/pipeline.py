@@ -126,11 +126,9 @@ class _FolderScene:
              with_depths: bool, with_masks: bool, num_depths: int,
              interval_scale: float) -> dict:
         available = set(self.scene.view_ids)
-        if height is None or width is None:
-            first_height, first_width = self.scene.image_size(
-                self.scene.view_ids[0])
-            height = first_height if height is None else height
-            width = first_width if width is None else width
+        own_size = height is None
+        if own_size:
+            height, width = self.scene.image_size(self.scene.view_ids[0])
         count = len(self.view_ids)
         out = {
             "images": np.zeros((count, height, width, 3), np.uint8),
@@ -149,6 +147,12 @@ class _FolderScene:
                 problems[index] = self._missing(view_id)
                 continue
             try:
+                view_size = self.scene.image_size(view_id)
+                if own_size and view_size != (height, width):
+                    _LOG.warning(
+                        "scene %s, view %d: image is %dx%d, the first view's "
+                        "%dx%d; resizing it and its intrinsics to match",
+                        self.name, view_id, *view_size, height, width)
                 problems[index] = self._load_view(
                     out, index, view_id, height, width, num_depths,
                     interval_scale)

@@ -379,3 +379,25 @@ def test_size_must_be_a_multiple_of_32(tmp_path):
         scenes, 2, crop=(32, 64)).as_numpy_iterator())
     assert batch["images"].shape == (1, 2, 32, 64, 3)
     np.testing.assert_allclose(batch["intrinsics"][0, 0, 1, 2], 20.0 - 4)
+
+
+def test_odd_sized_view_is_resized_with_a_warning(tmp_path, caplog):
+    root = _write_scene(tmp_path, "mixed", num_views=2, height=32, width=64)
+    Image.fromarray(_pixel_codes(1, 64, 128)).save(
+        root / "images" / "00000001.png")
+    formats.write_cam_file(
+        root / "cams" / "00000001_cam.txt",
+        formats.Camera([[2 * FOCAL, 0, 64], [0, 2 * FOCAL, 32], [0, 0, 1]],
+                       np.eye(4), 425.0, 2.5))
+    formats.write_pfm(root / "depths" / "00000001.pfm",
+                      _depth_codes(1, 64, 128))
+    Image.fromarray(np.full((64, 128), 255, np.uint8)).save(
+        root / "masks" / "00000001.png")
+    with caplog.at_level(logging.WARNING, logger="keras_mvs.data.pipeline"):
+        scene = next(pipeline.scene_dicts_from_folders([root])
+                     .as_numpy_iterator())
+    assert "view 1: image is 64x128, the first view's 32x64" in caplog.text
+    np.testing.assert_allclose(scene["intrinsics"][1],
+                               scene["intrinsics"][0])
+    np.testing.assert_allclose(scene["depths"][1],
+                               _depth_codes(1, 64, 128)[::2, ::2])
