@@ -9,7 +9,12 @@ Each (size, mode) runs in a fresh subprocess, so its peak resident memory
 TensorFlow), "graph_xla_warp" the same with `xla_warp=True` (only the
 plane-sweep warp compiled by XLA), "xla" is `tf.function(jit_compile=True)` around the whole model; the first
 call (tracing, XLA compilation) is reported separately and excluded from the
-median. Times are wall-clock on whatever CPU this runs on: on a shared
+median. "cpu s" is the process CPU time per call (both threads), which
+other processes on a shared machine disturb much less than wall-clock time;
+with 2 threads an idle machine gives roughly wall = cpu / 2 or more. A
+configuration stops repeating once its timed calls pass
+`--budget` seconds (at least one timed call), so the slow whole-model XLA
+runs at 512x640 finish. Times are wall-clock on whatever CPU this runs on: on a shared
 machine other processes inflate them.
 
 Reference (issue 4): the official PyTorch UniMVSNet on this 2-thread CPU
@@ -18,6 +23,7 @@ takes about 0.56 s at 128x160 and 2.1 s at 256x320 (5 views, D=48/32/8).
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -48,7 +54,8 @@ def _inputs(num_views: int, height: int, width: int) -> dict:
     }
 
 
-def run_one(size: str, mode: str, repeats: int, num_views: int) -> dict:
+def run_one(size: str, mode: str, repeats: int, num_views: int,
+            budget: float) -> dict:
     """Times one configuration in this process; returns a result row."""
     import numpy as np
     import tensorflow as tf
@@ -69,13 +76,15 @@ def run_one(size: str, mode: str, repeats: int, num_views: int) -> dict:
     start = time.perf_counter()
     infer(inputs)["depth"].numpy()
     first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    times, cpu_times = [], []
+    while len(times) < repeats and (not times or sum(times) < budget):
+        start, cpu_start = time.perf_counter(), time.process_time()
         infer(inputs)["depth"].numpy()
         times.append(time.perf_counter() - start)
-    return {"size": size, "mode": mode,
+        cpu_times.append(time.process_time() - cpu_start)
+    return {"size": size, "mode": mode, "runs": len(times),
             "median_s": float(np.median(times)), "first_s": first,
+            "median_cpu_s": float(np.median(cpu_times)),
             "peak_rss_mb": resource.getrusage(
                 resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
@@ -84,20 +93,25 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--views", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds of timed calls per configuration")
     parser.add_argument("--sizes", default=DEFAULT_SIZES)
     parser.add_argument("--modes", default="graph,graph_xla_warp,xla")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         size, mode = args.child.split(":")
-        print(json.dumps(run_one(size, mode, args.repeats, args.views)))
+        print(json.dumps(run_one(size, mode, args.repeats, args.views,
+                                 args.budget)))
         return
+    load_before = os.getloadavg()[0]
     rows = []
     for size in args.sizes.split(","):
         for mode in args.modes.split(","):
             command = [sys.executable, "-m", "bench.model_bench", "--child",
                        f"{size}:{mode}", "--repeats", str(args.repeats),
-                       "--views", str(args.views)]
+                       "--views", str(args.views), "--budget",
+                       str(args.budget)]
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{size} {mode} failed:\n{out.stderr[-2000:]}",
@@ -106,13 +120,18 @@ def main(argv=None) -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     print(f"\nInference, {args.views} views, batch 1, D=48/32/8, adaptive + "
-          f"unity (median of {args.repeats})")
-    print(f"{'size':9s} {'mode':14s} {'median s':>9s} {'first s':>8s} "
-          f"{'peak RSS MB':>12s} {'PyTorch s':>10s}")
+          f"unity (median of up to {args.repeats} calls after the first); "
+          f"{os.cpu_count()} CPUs, 1-min load average {load_before:.1f} "
+          f"before and {os.getloadavg()[0]:.1f} after (other processes "
+          "inflate wall-clock times)")
+    print(f"{'size':9s} {'mode':14s} {'runs':>4s} {'median s':>9s} "
+          f"{'cpu s':>7s} {'first s':>8s} {'peak RSS MB':>12s} "
+          f"{'PyTorch s':>10s}")
     for row in rows:
         reference = PYTORCH_SECONDS.get(row["size"])
         reference = "-" if reference is None else f"{reference:.2f}"
-        print(f"{row['size']:9s} {row['mode']:14s} {row['median_s']:9.3f} "
+        print(f"{row['size']:9s} {row['mode']:14s} {row['runs']:4d} "
+              f"{row['median_s']:9.3f} {row['median_cpu_s']:7.2f} "
               f"{row['first_s']:8.1f} {row['peak_rss_mb']:12.0f} "
               f"{reference:>10s}")
 

@@ -247,6 +247,12 @@ class CascadeMVSNet(keras.Model):
                 raise ValueError(
                     f"`inputs['{key}']` must have rank {rank} and last "
                     f"dimension {last}. Received: shape={shape}")
+        tf.debugging.assert_shapes([
+            (inputs["images"], ("B", "V", "H", "W", 3)),
+            (inputs["intrinsics"], ("B", "V", 3, 3)),
+            (inputs["cam_from_world"], ("B", "V", 4, 4)),
+            (inputs["depth_range"], ("B", 2)),
+        ], message="CascadeMVSNet inputs disagree on B or V")
         images_shape = inputs["images"].shape
         if images_shape.rank is not None:
             for axis, label in ((2, "height"), (3, "width")):
@@ -265,7 +271,7 @@ class CascadeMVSNet(keras.Model):
         inputs = {key: tf.convert_to_tensor(value)
                   for key, value in inputs.items()}
         self._check_inputs(inputs)
-        images = tf.cast(inputs["images"], self.compute_dtype)
+        images = tf.cast(inputs["images"], tf.float32)
         intrinsics = tf.cast(inputs["intrinsics"], tf.float32)
         cam_from_world = tf.cast(inputs["cam_from_world"], tf.float32)
         depth_range = tf.cast(inputs["depth_range"], tf.float32)
@@ -277,9 +283,8 @@ class CascadeMVSNet(keras.Model):
         batch, num_views, height, width = shape[0], shape[1], shape[2], shape[3]
         num_sources = num_views - 1
         if self.input_normalization == "imagenet":
-            mean = tf.constant(IMAGENET_MEAN, images.dtype)
-            std = tf.constant(IMAGENET_STD, images.dtype)
-            images = (images - mean) / std
+            images = (images - IMAGENET_MEAN) / IMAGENET_STD
+        images = tf.cast(images, self.compute_dtype)
         folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
         features = self.feature_pyramid(folded, training=training)
 

@@ -317,3 +317,7 @@ def test_rejects_bad_inputs(model):
     bad = dict(inputs, intrinsics=np.zeros((1, 2, 4, 4), np.float32))
     with pytest.raises(ValueError, match="intrinsics.*Received"):
         model(bad)
+    bad = dict(inputs, cam_from_world=np.tile(np.eye(4, dtype=np.float32),
+                                              (1, 3, 1, 1)))
+    with pytest.raises(ValueError, match="disagree on B or V"):
+        model(bad)
