@@ -17,8 +17,9 @@ OUT/mvsnet_scene/, which holds the cams, depth ranges and pair.txt used.
 `--model` is a training work directory, a `.keras` file or an exported
 SavedModel. Outputs under OUT: `depth/`, `confidence/`, `previews/`,
 `cams/` (K at the depth-map resolution), `images/` (the network-size
-reference images), `fused.ply` and `summary.json` (written last). `--num-depths` rebuilds a Keras network with other
-hypotheses per stage and the same weights (not possible for SavedModels).
+reference images), `fused.ply` and `summary.json` (written last).
+`--num-depths` rebuilds a Keras network with other hypotheses per stage and
+the same weights (not possible for SavedModels).
 
 Filters (ALGORITHMS.md 6.3): `pcd` is CasMVSNet's (final confidence > 0.9,
 1 px, 1 %, 5 consistent sources), `dypcd` UniMVSNet's dynamic check (stage
@@ -244,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             predictor = reconstruct_lib.with_num_depths(predictor,
                                                         args.num_depths)
         load_seconds = time.perf_counter() - start
-        budget = (-1 if args.memory_budget_gb is None
+        budget = ("auto" if args.memory_budget_gb is None
                   else int(args.memory_budget_gb * 2**30))
         settings = {"command": " ".join(sys.argv if argv is None
                                         else ["reconstruct", *argv]),

@@ -41,7 +41,8 @@ import os
 import pathlib
 import time
 import warnings
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import keras
 import numpy as np
@@ -580,6 +581,49 @@ def check_filter(config: fusion.FilterConfig, shape: NetworkShape,
             "no pixel could pass; lower --min-consistent-views")
 
 
+def view_statistics(
+    cloud: fusion.FusedCloud, records: Mapping[int, dict],
+) -> Tuple[List[dict], dict]:
+    """Per-view and total filter statistics of a fused scene.
+
+    Args:
+        cloud: the fused cloud with its `view_stats`.
+        records: `infer_view` records by view id.
+
+    Returns:
+        `(per_view, totals)`: per view the `fusion.ViewStats` fields, the
+        network size, depth range, valid-depth fraction, inference time
+        and the photometric / geometric rejection rates (share of the
+        pixels failing each filter on its own); totals pool the pixels.
+    """
+    per_view = []
+    for stats in cloud.view_stats:
+        entry = dataclasses.asdict(stats)
+        record = records[stats.view_id]
+        entry.update({
+            "height": record["height"], "width": record["width"],
+            "depth_range": record["depth_range"],
+            "valid_depth_fraction": record["valid_depth_fraction"],
+            "photometric_rejection": 1.0 - stats.photometric_kept
+            / stats.pixels,
+            "geometric_rejection": 1.0 - stats.geometric_kept / stats.pixels,
+            "inference_seconds": record["seconds"],
+        })
+        per_view.append(entry)
+    pixels = sum(v["pixels"] for v in per_view)
+    totals = {
+        "num_points": int(cloud.points.shape[0]),
+        "num_views": len(per_view),
+        "pixels": pixels,
+        "photometric_rejection": 1.0 - sum(
+            v["photometric_kept"] for v in per_view) / pixels,
+        "geometric_rejection": 1.0 - sum(
+            v["geometric_kept"] for v in per_view) / pixels,
+        "kept_fraction": cloud.points.shape[0] / pixels,
+    }
+    return per_view, totals
+
+
 def reconstruct(
     scene: scene_lib.MVSScene,
     predictor: inference.Predictor,
@@ -590,7 +634,7 @@ def reconstruct(
     max_width: int = DEFAULT_MAX_WIDTH,
     filter_config: Optional[fusion.FilterConfig] = None,
     interval_scale: float = DEFAULT_INTERVAL_SCALE,
-    memory_budget_bytes: Optional[int] = -1,
+    memory_budget_bytes: Union[int, str, None] = "auto",
     verbose: int = 1,
     settings: Optional[dict] = None,
     on_view: Optional[Callable[[dict], None]] = None,
@@ -609,8 +653,8 @@ def reconstruct(
         filter_config: the filter (default: `FilterConfig.preset(
             "casmvsnet")`, final confidence > 0.9, 1 px, 1 %, 5 sources).
         interval_scale: the depth line's interval multiplier (1.06).
-        memory_budget_bytes: bytes the largest cost volume may take; -1
-            (default) uses `available_memory_bytes()`, None skips the check.
+        memory_budget_bytes: bytes the largest cost volume may take;
+            "auto" uses `available_memory_bytes()`, None skips the check.
         verbose: 1 shows progress bars over views, 0 is silent.
         settings: extra entries for the summary's `settings` (the command
             line).
@@ -655,7 +699,7 @@ def reconstruct(
     sizes = plan_sizes(scene, [ref for ref, _ in refs], max_height,
                        max_width)
     largest = max(sizes.values(), key=lambda hw: hw[0] * hw[1])
-    budget = (available_memory_bytes() if memory_budget_bytes == -1
+    budget = (available_memory_bytes() if memory_budget_bytes == "auto"
               else memory_budget_bytes)
     estimate = check_memory(*largest, num_views, shape, budget)
 
@@ -698,31 +742,7 @@ def reconstruct(
     fusion.write_ply(str(out_dir / "fused.ply"), cloud.points, cloud.colors)
     fusion_seconds = time.perf_counter() - fusion_start
 
-    per_view = []
-    for stats in cloud.view_stats:
-        entry = dataclasses.asdict(stats)
-        record = records[stats.view_id]
-        entry.update({
-            "height": record["height"], "width": record["width"],
-            "depth_range": record["depth_range"],
-            "valid_depth_fraction": record["valid_depth_fraction"],
-            "photometric_rejection": 1.0 - stats.photometric_kept
-            / stats.pixels,
-            "geometric_rejection": 1.0 - stats.geometric_kept / stats.pixels,
-            "inference_seconds": record["seconds"],
-        })
-        per_view.append(entry)
-    pixels = sum(v["pixels"] for v in per_view)
-    totals = {
-        "num_points": int(cloud.points.shape[0]),
-        "num_views": len(per_view),
-        "pixels": pixels,
-        "photometric_rejection": 1.0 - sum(
-            v["photometric_kept"] for v in per_view) / pixels,
-        "geometric_rejection": 1.0 - sum(
-            v["geometric_kept"] for v in per_view) / pixels,
-        "kept_fraction": cloud.points.shape[0] / pixels,
-    }
+    per_view, totals = view_statistics(cloud, records)
     summary = {
         "scene": str(scene.root),
         "views": per_view,

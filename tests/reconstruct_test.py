@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from keras_mvs import evaluation
@@ -114,6 +115,23 @@ def test_resource_error_before_any_output(scene_dir, tmp_path):
             max_height=100000, max_width=100000, memory_budget_bytes=1000,
             verbose=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_out_of_memory_during_inference_is_explained(scene_dir, tmp_path):
+    scene = scene_lib.MVSScene(scene_dir)
+
+    class ExhaustedPredictor(GroundTruthPredictor):
+        def __call__(self, inputs):
+            raise tf.errors.ResourceExhaustedError(
+                None, None, "OOM when allocating tensor")
+
+    with pytest.raises(reconstruct.InsufficientMemoryError,
+                       match="out of memory on view 0 at 64x96 with 3 views: "
+                       "lower --max-height"):
+        reconstruct.reconstruct(scene, ExhaustedPredictor(scene), tmp_path,
+                                num_views=3, memory_budget_bytes=None,
+                                verbose=0)
+    assert not (tmp_path / "summary.json").exists()
 
 
 def test_filter_that_cannot_pass_is_refused(scene_dir, tmp_path):
