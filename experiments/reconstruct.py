@@ -95,15 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--images",
                         help="COLMAP input: the undistorted images folder")
-    parser.add_argument("--max-height", type=_positive_int, default=864)
-    parser.add_argument("--max-width", type=_positive_int, default=1152)
+    parser.add_argument("--max-height", type=_positive_int, default=864,
+                        help="largest network input height (default 864)")
+    parser.add_argument("--max-width", type=_positive_int, default=1152,
+                        help="largest network input width (default 1152)")
     parser.add_argument("--views", type=_positive_int, default=5,
-                        help="views per inference, reference included")
+                        help="views per inference, reference included "
+                        "(default 5)")
     parser.add_argument("--num-depths", type=_num_depths,
                         help="hypotheses per stage, e.g. 48,32,8 (Keras "
                         "models only)")
     parser.add_argument("--filter", default="pcd",
-                        help="pcd, dypcd or a FilterConfig preset name")
+                        help="pcd (default), dypcd or a FilterConfig preset "
+                        "name")
     parser.add_argument("--conf", type=_thresholds,
                         help="confidence threshold(s): one for the final "
                         "confidence or three for the stages")
