@@ -18,7 +18,9 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -290,6 +292,22 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class GuardedBackup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that keeps the last backup once the loss failed.
+
+    Keras still calls `on_epoch_end` for the epoch a callback stopped; the
+    weights then are the diverged ones, and a rerun would resume from them.
+    """
+
+    def __init__(self, nan_guard: "StopOnNaN", *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_guard = nan_guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard.failed_step is None:
+            super().on_epoch_end(epoch, logs)
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Writes the network's weights at the end of each log period.
 
@@ -374,7 +392,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     Raises:
         FloatingPointError: the loss became non-finite; names the step.
     """
+    # The strategy comes first: MultiWorkerMirroredStrategy must be created
+    # before TensorFlow initialises its devices.
+    strategy = make_strategy()
     workdir = pathlib.Path(workdir)
+    if not is_chief(strategy):
+        # Documented pattern: only the chief writes the real work directory.
+        workdir = pathlib.Path(tempfile.mkdtemp(prefix="keras_mvs-worker-"))
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config.to_dict())
     keras.mixed_precision.set_global_policy(config.train.precision)
@@ -382,19 +406,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
     dataset = training_dataset(config)
     first_batch = next(iter(dataset))
-    network = build_network(config)
-    trainer = build_trainer(config, network)
-    trainer(trainer_lib.network_inputs(first_batch))  # builds the weights
+    with strategy.scope():
+        network = build_network(config)
+        trainer = build_trainer(config, network)
+        trainer(trainer_lib.network_inputs(first_batch))  # builds the weights
 
     steps = config.train.steps
     period = min(config.train.log_every, steps)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras fit fails under this strategy (TF_NOTES.md 6).
+        try:
+            return _train_multi_worker(config, trainer, dataset, strategy,
+                                       workdir, steps, period)
+        finally:
+            if not is_chief(strategy):
+                shutil.rmtree(workdir, ignore_errors=True)
     nan_guard = StopOnNaN()
     callbacks = [
         nan_guard,
-        keras.callbacks.BackupAndRestore(str(workdir / "backup"),
-                                         save_freq="epoch",
-                                         double_checkpoint=True,
-                                         delete_checkpoint=False),
+        GuardedBackup(nan_guard, str(workdir / "backup"),
+                      save_freq="epoch", double_checkpoint=True,
+                      delete_checkpoint=False),
         AtomicCheckpoint(workdir / "checkpoints", network, nan_guard,
                          keep=config.train.keep_checkpoints),
         keras.callbacks.TensorBoard(str(workdir / "logs"),
@@ -420,6 +452,91 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         metrics["train_steps"] = int(trainer.optimizer.iterations.numpy())
         write_json(workdir / "eval.json", metrics)
     return metrics
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
+    MirroredStrategy when several GPUs are visible, else the default."""
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get(
+        "cluster", {})
+    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The chief task (or worker 0 when the cluster names no chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return (not has_chief and resolver.task_type == "worker"
+            and resolver.task_id == 0)
+
+
+def _train_multi_worker(config, trainer, dataset, strategy, workdir, steps,
+                        period) -> Dict[str, float]:
+    """`distributed_fit` in periods, with checkpoints and scalar logs.
+
+    Every worker runs every step (the collectives need all of them) and
+    writes its checkpoints; only the chief's land in the real work
+    directory. No BackupAndRestore here: a killed multi-worker run restarts
+    from its newest checkpoint by hand.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    dataset = dataset.with_options(options)
+    network = trainer.network
+    checkpoints = workdir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    writer = tf.summary.create_file_writer(str(workdir / "logs" / "train"))
+    callback = _PeriodCallback(period, network, checkpoints, writer,
+                               config.train.keep_checkpoints)
+    trainer_lib.distributed_fit(trainer, dataset, steps, strategy,
+                                callback=callback)
+    failed = callback.failed
+    if failed:
+        raise FloatingPointError(
+            f"training stopped: the loss was {failed[0][1]} at step "
+            f"{failed[0][0]}; the last good checkpoint is in {checkpoints}")
+    tmp = workdir / ".tmp-model.keras"
+    network.save(tmp)
+    os.replace(tmp, workdir / "model.keras")
+    return {}
+
+
+class _PeriodCallback:
+    """`distributed_fit` callback: NaN check every step; scalars and an
+    atomic checkpoint every `period` steps."""
+
+    def __init__(self, period, network, checkpoints, writer, keep):
+        self.period, self.network = period, network
+        self.checkpoints, self.writer, self.keep = checkpoints, writer, keep
+        self.failed = []  # [(step, loss)] of the first non-finite loss
+
+    def __call__(self, step, logs) -> bool:
+        if not np.isfinite(logs["loss"]):
+            self.failed.append((step, logs["loss"]))
+            return True  # stop
+        if step % self.period:
+            return False
+        with self.writer.as_default(step=step):
+            for name, value in logs.items():
+                tf.summary.scalar(f"epoch_{name}", value)
+        self.writer.flush()
+        final = self.checkpoints / f"ckpt-{step:08d}.weights.h5"
+        tmp = self.checkpoints / f".tmp-ckpt-{step:08d}.weights.h5"
+        self.network.save_weights(tmp)
+        os.replace(tmp, final)
+        for old in sorted(self.checkpoints.glob("ckpt-*.weights.h5"))[
+                :-self.keep]:
+            old.unlink()
+        return False
 
 
 def evaluate_heldout(config, network: keras.Model) -> Dict[str, float]:

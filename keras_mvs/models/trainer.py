@@ -23,7 +23,8 @@ all-reduces gradients with SUM, so the loss that is differentiated is divided
 by the number of replicas (the global mean), and mixed-precision scaling goes
 through `optimizer.scale_loss` (TF_NOTES.md 2.1, 3). A non-finite loss zeroes
 the gradients of that step, so the weights stay finite for the callback that
-stops the run.
+stops the run. A non-finite final depth counts as a non-finite loss (the
+photometric loss, whose validity masks drop NaN pixels, can stay finite).
 
 Randomness inside the step (masks) is stateless: the seed is derived from the
 constructor's seed, the optimizer's step counter and the replica id, so runs
@@ -220,6 +221,11 @@ class MVSTrainer(keras.Model):
             terms = self._supervised_terms(batch, outputs)
         else:
             terms = self._unsupervised_terms(batch, outputs, training)
+        # A non-finite depth can leave the photometric loss finite (its
+        # validity masks drop NaN pixels), so it makes the loss NaN here:
+        # the step's gradients are zeroed and the run stops.
+        finite = tf.reduce_all(tf.math.is_finite(outputs["depth"]))
+        terms["loss"] = tf.where(finite, terms["loss"], float("nan"))
         if "depth" in batch:
             terms.update(self._depth_monitors(batch, outputs))
         return terms
@@ -368,7 +374,9 @@ def distributed_fit(trainer: MVSTrainer, dataset: tf.data.Dataset,
         dataset: the global-batch training dataset.
         steps: number of optimizer steps.
         strategy: the distribution strategy the trainer was built under.
-        callback: optional `callback(step, logs)` after every step (host).
+        callback: optional `callback(step, logs)` after every step (host);
+            a true return value stops the loop (every worker sees the same
+            reduced logs, so all stop at the same step).
 
     Returns:
         The last step's logs as Python floats (means over replicas).
@@ -384,6 +392,6 @@ def distributed_fit(trainer: MVSTrainer, dataset: tf.data.Dataset,
     logs = {}
     for step in range(steps):
         logs = {k: float(v) for k, v in step_fn(next(iterator)).items()}
-        if callback is not None:
-            callback(step + 1, logs)
+        if callback is not None and callback(step + 1, logs):
+            break
     return logs
