@@ -19,12 +19,13 @@ graph function, never XLA-compiled (TF_NOTES.md 4.1): XLA would compile anew
 for every (V, H, W) and needs the XLA JIT in the serving binary.
 """
 
+import json
 import os
 import pathlib
 import re
 import shutil
 import uuid
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import keras
 import tensorflow as tf
@@ -41,6 +42,11 @@ _VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
 # Exports are written beside their final place under a name TF Serving (and
 # `keras_mvs.inference.load_model`) skip: it is not an integer.
 _TMP_PREFIX = ".tmp-export-"
+# The exported network's Keras config, relative to the version folder. TF
+# Serving reads nothing from assets.extra/ but its warm-up file, and the
+# SavedModel loader ignores the folder.
+NETWORK_CONFIG_FILE = pathlib.PurePosixPath("assets.extra",
+                                            "keras_mvs_network.json")
 
 
 def serving_input_signature() -> Dict[str, tf.TensorSpec]:
@@ -119,7 +125,10 @@ def export_saved_model(network: keras.Model, path: PathLike,
         overwrite: replace an existing version.
 
     Returns:
-        The version folder (holding `saved_model.pb` and `variables/`).
+        The version folder: `saved_model.pb`, `variables/` and, when the
+        network has a Keras config, `NETWORK_CONFIG_FILE` (the network's
+        `keras.saving.serialize_keras_object`, as JSON), so that readers of
+        the export know its hypotheses per stage and widths.
 
     Raises:
         TypeError: `network` is not a Keras model.
@@ -174,6 +183,7 @@ def export_saved_model(network: keras.Model, path: PathLike,
             name=SIGNATURE_NAME, fn=serve,
             input_signature=list(serving_input_signature().values()))
         archive.write_out(str(tmp), verbose=False)
+        _write_network_config(network, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -182,6 +192,49 @@ def export_saved_model(network: keras.Model, path: PathLike,
             network.xla_warp = xla_warp
     _move_into_place(tmp, path)
     return path
+
+
+def _write_network_config(network: keras.Model,
+                          folder: pathlib.Path) -> None:
+    """Writes `network`'s serialized config to `folder / NETWORK_CONFIG_FILE`.
+
+    Nothing is written for a network whose config cannot be serialized
+    (a subclassed model without `get_config`): the SavedModel does not need
+    it.
+    """
+    try:
+        text = json.dumps(keras.saving.serialize_keras_object(network),
+                          indent=2)
+    except (NotImplementedError, TypeError):
+        return
+    path = folder / NETWORK_CONFIG_FILE
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+
+
+def read_network_config(path: PathLike) -> Optional[dict]:
+    """The serialized Keras config stored with an export, if any.
+
+    Args:
+        path: a SavedModel version folder written by `export_saved_model`.
+
+    Returns:
+        `keras.saving.serialize_keras_object(network)` of the exported
+        network (`"class_name"`, `"config"` with e.g. `num_depths`, ...), or
+        None when the folder has no `NETWORK_CONFIG_FILE`.
+
+    Raises:
+        ValueError: the file exists but is not valid JSON.
+    """
+    config_path = pathlib.Path(path) / NETWORK_CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        return json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{config_path}: expected the exported network's config as "
+            f"JSON ({error})") from None
 
 
 def _checked_images(images: tf.Tensor) -> tf.Tensor:

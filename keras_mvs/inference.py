@@ -8,10 +8,12 @@ input dict to at least `depth [B,H,W]` and `confidence [B,H,W]`.
 """
 
 import pathlib
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import keras
 import tensorflow as tf
+
+from keras_mvs import export
 
 PathLike = Union[str, pathlib.Path]
 
@@ -24,13 +26,18 @@ class Predictor:
         kind: `"keras"` or `"saved_model"`.
         network: the Keras network (`None` for a SavedModel). Keras models
             also return per-stage outputs under `"stages"`.
+        network_config: for a SavedModel written by `keras_mvs.export`, the
+            exported network's `keras.saving.serialize_keras_object` (its
+            `"config"` holds `num_depths`, `base_channels`, ...); `None`
+            otherwise.
     """
 
     def __init__(self, path: pathlib.Path, kind: str, network=None,
-                 signature=None):
+                 signature=None, network_config: Optional[dict] = None):
         self.path = path
         self.kind = kind
         self.network = network
+        self.network_config = network_config
         self._signature = signature
         if network is not None:
             self._call = tf.function(
@@ -60,7 +67,8 @@ def load_model(path: PathLike) -> Predictor:
         FileNotFoundError: nothing loadable at `path`; the message lists the
             accepted forms and how to get a model.
         ValueError: a SavedModel without a `serving_default` signature that
-            gives `depth` and `confidence`.
+            gives `depth` and `confidence`, or with an unreadable network
+            config (`keras_mvs.export.NETWORK_CONFIG_FILE`).
     """
     path = pathlib.Path(path)
     if path.is_dir() and (path / "model.keras").is_file():
@@ -90,7 +98,8 @@ def load_model(path: PathLike) -> Predictor:
             raise ValueError(
                 f"{path}: the 'serving_default' signature lacks the outputs "
                 f"{missing}; export it with `python -m experiments.export`")
-        predictor = Predictor(path, "saved_model", signature=signature)
+        predictor = Predictor(path, "saved_model", signature=signature,
+                              network_config=export.read_network_config(path))
         predictor._loaded = loaded  # keeps the variables alive
         return predictor
     raise FileNotFoundError(

@@ -136,6 +136,15 @@ def test_layout_is_tf_serving_and_complete(exported):
     assert [p.name for p in exported.parent.iterdir()] == ["1"]
 
 
+def test_network_config_is_stored_with_the_export(exported, network):
+    stored = export.read_network_config(exported)
+    rebuilt = keras.saving.deserialize_keras_object(stored)
+    assert isinstance(rebuilt, cas_mvsnet.CascadeMVSNet)
+    # The config of the graph that was exported: the XLA warp was off.
+    assert rebuilt.get_config() == {**network.get_config(), "xla_warp": False}
+    assert export.read_network_config(exported.parent) is None
+
+
 def test_serving_graph_has_no_xla(exported):
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString((exported / "saved_model.pb").read_bytes())
@@ -267,6 +276,7 @@ def test_inference_loads_version_and_base_folder(exported, cases, tmp_path):
         predictor = inference.load_model(path)
         assert predictor.kind == "saved_model"
         assert predictor.path == version
+        assert predictor.network_config["config"]["num_depths"] == [8, 8, 8]
         # Keys beyond the signature's (ground truth in a batch) are ignored.
         outputs = predictor({**inputs, "depth": expected["depth"]})
         np.testing.assert_allclose(outputs["depth"].numpy(),
