@@ -68,8 +68,9 @@ DEFAULT_INTERVAL_SCALE = 1.06
 # Cascade stage resolutions and the network's size multiple (DESIGN.md 5).
 STAGE_SCALES = (0.25, 0.5, 1.0)
 SIZE_MULTIPLE = 32
-# What a SavedModel is assumed to hold: its signature does not expose the
-# network's settings, so the memory estimate uses the reference defaults.
+# What a SavedModel without a stored network config is assumed to hold: its
+# signature does not expose the network's settings, so the memory estimate
+# uses the reference defaults.
 _DEFAULT_NUM_DEPTHS = (48, 32, 8)
 _DEFAULT_BASE_CHANNELS = 8
 # A rejection rate above this share of the pixels is named in the diagnosis.
@@ -110,17 +111,27 @@ def network_shape(predictor: inference.Predictor) -> NetworkShape:
     """Per-stage hypotheses and feature channels of a loaded model.
 
     A Keras `CascadeMVSNet` states them (FPN channels 4c, 2c, c for base
-    width c); a SavedModel does not, and the reference defaults (48, 32, 8)
-    and c = 8 are assumed, with `known=False`.
+    width c), and so does a SavedModel written by `keras_mvs.export` (its
+    stored network config); for any other SavedModel the reference defaults
+    (48, 32, 8) and c = 8 are assumed, with `known=False`.
     """
     network = predictor.network
     if network is not None and hasattr(network, "num_depths"):
-        base = int(getattr(network, "base_channels", _DEFAULT_BASE_CHANNELS))
+        config = {"num_depths": network.num_depths,
+                  "base_channels": getattr(network, "base_channels",
+                                           _DEFAULT_BASE_CHANNELS),
+                  "num_depths_base": getattr(network, "num_depths_base",
+                                             DEFAULT_NUM_DEPTHS_BASE)}
+    else:
+        stored = getattr(predictor, "network_config", None) or {}
+        config = stored.get("config", {})
+    if "num_depths" in config:
+        base = int(config.get("base_channels", _DEFAULT_BASE_CHANNELS))
         return NetworkShape(
-            num_depths=tuple(int(d) for d in network.num_depths),
+            num_depths=tuple(int(d) for d in config["num_depths"]),
             feature_channels=(4 * base, 2 * base, base),
-            num_depths_base=int(getattr(network, "num_depths_base",
-                                        DEFAULT_NUM_DEPTHS_BASE)),
+            num_depths_base=int(config.get("num_depths_base",
+                                           DEFAULT_NUM_DEPTHS_BASE)),
             known=True)
     base = _DEFAULT_BASE_CHANNELS
     return NetworkShape(num_depths=_DEFAULT_NUM_DEPTHS,
@@ -213,9 +224,9 @@ def check_memory(
                                         shape.feature_channels)
     if budget_bytes is not None and max(stages) > budget_bytes:
         stage = int(np.argmax(stages))
-        assumed = ("" if shape.known else " (SavedModel: num_depths "
-                   f"{shape.num_depths} and base_channels "
-                   f"{_DEFAULT_BASE_CHANNELS} assumed)")
+        assumed = ("" if shape.known else " (a SavedModel without a stored "
+                   f"config: num_depths {shape.num_depths} and "
+                   f"base_channels {_DEFAULT_BASE_CHANNELS} assumed)")
         raise InsufficientMemoryError(
             f"the stage-{stage + 1} cost volume at {height}x{width} with "
             f"{num_views} views and num_depths {shape.num_depths} needs about "

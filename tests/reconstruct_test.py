@@ -236,6 +236,19 @@ def test_mask_agreement_counts_points_outside_the_masks(scene_dir,
     assert 0.0 < result["hull_fraction"] < 1.0
 
 
+def test_network_shape_of_a_savedmodel_config(tmp_path):
+    stored = {"config": {"num_depths": [32, 16, 8], "base_channels": 4}}
+    predictor = inference.Predictor(tmp_path, "saved_model",
+                                    signature=lambda **inputs: inputs,
+                                    network_config=stored)
+    shape = reconstruct.network_shape(predictor)
+    assert shape == reconstruct.NetworkShape((32, 16, 8), (16, 8, 4), 192,
+                                             True)
+    bare = inference.Predictor(tmp_path, "saved_model",
+                               signature=lambda **inputs: inputs)
+    assert not reconstruct.network_shape(bare).known
+
+
 def test_diagnosis_names_the_photometric_filter():
     stats = [{"pixels": 100, "photometric_kept": 1, "geometric_kept": 80,
               "points_kept": 0}]
