@@ -198,3 +198,28 @@ def test_reconstruct_from_colmap(colmap_project, tiny_model, tmp_path,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["totals"]["num_views"] == 6
     assert len(list((out / "depth").iterdir())) == 6
+
+
+def test_savedmodel(scene_dir, tiny_model, tmp_path, capsys):
+    """An exported SavedModel (TF Serving base folder) reconstructs with the
+    final confidence alone; --num-depths and stage thresholds are refused
+    with the reason."""
+    from keras_mvs import export
+    from keras_mvs import inference
+
+    network = inference.load_model(tiny_model).network
+    export.export_saved_model(network, tmp_path / "served" / "1")
+    base = ["--scene", str(scene_dir), "--model", str(tmp_path / "served"),
+            "--views", "3", "--min-consistent-views", "2", "--quiet"]
+    assert cli.main([*base, "--out", str(tmp_path / "a"), "--num-depths",
+                     "16,8,8"]) == 1
+    assert "--num-depths needs a Keras model" in capsys.readouterr().err
+    assert cli.main([*base, "--out", str(tmp_path / "b"), "--filter",
+                     "dypcd"]) == 1
+    assert "pass a single --conf" in capsys.readouterr().err
+    assert cli.main([*base, "--out", str(tmp_path / "c")]) == 0
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["settings"]["model_kind"] == "saved_model"
+    assert summary["settings"]["num_depths"] == [8, 8, 8]
+    assert summary["settings"]["num_depths_known"]
+    assert not list((tmp_path / "c" / "confidence").glob("*_stage1.pfm"))
