@@ -166,6 +166,27 @@ def test_regression_head_outputs():
                                confidence.numpy())
 
 
+def test_training_gradients_reach_every_weight(model):
+    if not model.built:
+        model.build()
+    # 64x64 so the deepest U-Net level has more than one voxel: training-mode
+    # BatchNorm over a single voxel outputs beta and passes no gradient.
+    inputs = make_inputs(1, 2, 64, 64)
+    moving_mean = model.cost_regularization[0].conv0.bn.moving_mean.numpy()
+    with tf.GradientTape() as tape:
+        outputs = model(inputs, training=True)
+        loss = tf.add_n([tf.reduce_mean(tf.square(stage["logits"]))
+                         for stage in outputs["stages"]])
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert len(grads) == 142  # 230 minus 44 BN layers x 2 moving statistics
+    missing = [v.path for v, g in zip(model.trainable_variables, grads)
+               if g is None or not np.any(g.numpy())]
+    assert not missing
+    # BatchNorm updated its statistics (training mode).
+    assert np.any(moving_mean
+                  != model.cost_regularization[0].conv0.bn.moving_mean.numpy())
+
+
 def test_adaptive_model_has_exactly_the_reference_tensors(model):
     # The weights do not depend on num_depths: (8, 8, 8) has the same
     # tensors as the reference (48, 32, 8).
