@@ -5,17 +5,18 @@
 
 Each (size, mode) runs in a fresh subprocess, so its peak resident memory
 (ru_maxrss, which includes the ~0.5 GB of the TensorFlow runtime) is its own.
-"graph" is `tf.function` with the model's defaults (every op plain
-TensorFlow), "graph_xla_warp" the same with `xla_warp=True` (only the
-plane-sweep warp compiled by XLA), "xla" is `tf.function(jit_compile=True)` around the whole model; the first
-call (tracing, XLA compilation) is reported separately and excluded from the
-median. "cpu s" is the process CPU time per call (both threads), which
-other processes on a shared machine disturb much less than wall-clock time;
-with 2 threads an idle machine gives roughly wall = cpu / 2 or more. A
-configuration stops repeating once its timed calls pass
-`--budget` seconds (at least one timed call), so the slow whole-model XLA
-runs at 512x640 finish. Times are wall-clock on whatever CPU this runs on: on a shared
-machine other processes inflate them.
+Modes: "graph" is `tf.function` with the model's defaults (every op plain
+TensorFlow); "graph_xla_warp" the same with `xla_warp=True` (only the
+plane-sweep warp compiled by XLA); "xla" is `tf.function(jit_compile=True)`
+around the whole model. The first call (tracing, XLA compilation) is
+reported separately and excluded from the median. A configuration stops
+repeating once its timed calls pass `--budget` seconds (at least one timed
+call), so the slow whole-model XLA runs at 512x640 finish.
+
+Times are wall-clock; on a shared machine other processes inflate them, so
+the table also gives the 1-minute load average and "cpu s", the process CPU
+time per call (both threads), which contention disturbs much less. With 2
+threads on an idle machine, wall is roughly cpu / 2 or more.
 
 Reference (issue 4): the official PyTorch UniMVSNet on this 2-thread CPU
 takes about 0.56 s at 128x160 and 2.1 s at 256x320 (5 views, D=48/32/8).

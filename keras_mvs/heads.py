@@ -31,7 +31,7 @@ def _volume(x: TensorLike, name: str) -> tf.Tensor:
 
 
 def _hypotheses(depth_hypotheses: TensorLike, like: tf.Tensor) -> tf.Tensor:
-    """Returns `[B, D, H, W]` float32 hypotheses from `[B, D]` or `[B, D, H, W]`."""
+    """Returns `[B, D, H, W]` float32 hypotheses from `[B, D]` or 4-D ones."""
     depth_hypotheses = tf.cast(
         tf.convert_to_tensor(depth_hypotheses), tf.float32)
     rank = depth_hypotheses.shape.rank

@@ -30,7 +30,8 @@ BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9
 
 
-def _check_positive(value: int, name: str) -> None:
+def check_positive_int(value: int, name: str) -> None:
+    """Raises a ValueError naming `name` unless `value` is an int >= 1."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(
             f"`{name}` must be a positive int. Received: {name}={value!r}")
@@ -99,9 +100,9 @@ class ConvBnReLU(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive(filters, "filters")
-        _check_positive(kernel_size, "kernel_size")
-        _check_positive(strides, "strides")
+        check_positive_int(filters, "filters")
+        check_positive_int(kernel_size, "kernel_size")
+        check_positive_int(strides, "strides")
         _check_padding(padding, kernel_size)
         if rank not in (2, 3):
             raise ValueError(f"`rank` must be 2 or 3. Received: rank={rank!r}")
@@ -190,7 +191,7 @@ class DeconvBnReLU3D(keras.layers.Layer):
 
     def __init__(self, filters: int, **kwargs):
         super().__init__(**kwargs)
-        _check_positive(filters, "filters")
+        check_positive_int(filters, "filters")
         self.filters = filters
 
         # === Layers ===

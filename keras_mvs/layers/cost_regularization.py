@@ -1,4 +1,4 @@
-"""The 3-D U-Net that regularises a cost volume into one logit per hypothesis."""
+"""The 3-D U-Net that regularises a cost volume into per-hypothesis logits."""
 
 import keras
 import tensorflow as tf
@@ -49,11 +49,7 @@ class CostRegularization(keras.layers.Layer):
 
     def __init__(self, base_channels: int = 8, **kwargs):
         super().__init__(**kwargs)
-        if (not isinstance(base_channels, int) or isinstance(base_channels, bool)
-                or base_channels < 1):
-            raise ValueError(
-                "`base_channels` must be a positive int. "
-                f"Received: base_channels={base_channels!r}")
+        conv_blocks.check_positive_int(base_channels, "base_channels")
         self.base_channels = base_channels
         b = base_channels
 

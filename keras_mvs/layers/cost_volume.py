@@ -1,4 +1,4 @@
-"""Cost aggregation: warped source features + reference features -> cost volume."""
+"""Cost aggregation: reference + warped source features -> cost volume."""
 
 import keras
 import tensorflow as tf
@@ -66,9 +66,7 @@ class CostVolume(keras.layers.Layer):
             raise ValueError(
                 f"`aggregation` must be one of {AGGREGATIONS}. "
                 f"Received: aggregation={aggregation!r}")
-        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-            raise ValueError(
-                f"`groups` must be a positive int. Received: groups={groups!r}")
+        conv_blocks.check_positive_int(groups, "groups")
         self.aggregation = aggregation
         self.groups = groups
 

@@ -44,11 +44,7 @@ class FeaturePyramid(keras.layers.Layer):
 
     def __init__(self, base_channels: int = 8, **kwargs):
         super().__init__(**kwargs)
-        if (not isinstance(base_channels, int) or isinstance(base_channels, bool)
-                or base_channels < 1):
-            raise ValueError(
-                "`base_channels` must be a positive int. "
-                f"Received: base_channels={base_channels!r}")
+        conv_blocks.check_positive_int(base_channels, "base_channels")
         self.base_channels = base_channels
         c = base_channels
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_mvs import geometry
 from keras_mvs import heads
+from keras_mvs.layers import conv_blocks
 from keras_mvs.layers import cost_regularization
 from keras_mvs.layers import cost_volume
 from keras_mvs.layers import feature_pyramid
@@ -166,11 +167,7 @@ class CascadeMVSNet(keras.Model):
         if head not in HEADS:
             raise ValueError(
                 f"`head` must be one of {HEADS}. Received: head={head!r}")
-        if (not isinstance(base_channels, int) or isinstance(base_channels, bool)
-                or base_channels < 1):
-            raise ValueError(
-                "`base_channels` must be a positive int. "
-                f"Received: base_channels={base_channels!r}")
+        conv_blocks.check_positive_int(base_channels, "base_channels")
         if (not isinstance(groups, int) or isinstance(groups, bool)
                 or groups < 1 or (aggregation == "groupwise"
                                   and base_channels % groups)):
@@ -178,11 +175,7 @@ class CascadeMVSNet(keras.Model):
                 "`groups` must be a positive int dividing `base_channels` "
                 "(the finest stage has base_channels feature channels). "
                 f"Received: groups={groups!r}, base_channels={base_channels!r}")
-        if (not isinstance(num_depths_base, int)
-                or isinstance(num_depths_base, bool) or num_depths_base < 1):
-            raise ValueError(
-                "`num_depths_base` must be a positive int. "
-                f"Received: num_depths_base={num_depths_base!r}")
+        conv_blocks.check_positive_int(num_depths_base, "num_depths_base")
         if input_normalization not in INPUT_NORMALIZATIONS:
             raise ValueError(
                 f"`input_normalization` must be one of {INPUT_NORMALIZATIONS}. "
