@@ -87,7 +87,9 @@ def make_inputs(batch, views, height, width, depth_ranges=None, seed=0):
 
 @pytest.fixture(scope="module")
 def model():
-    return cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8))
+    network = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8))
+    network.build()  # weights exist before any test, whatever the order
+    return network
 
 
 def test_shapes_for_two_view_counts_and_sizes(model):
@@ -167,8 +169,6 @@ def test_regression_head_outputs():
 
 
 def test_training_gradients_reach_every_weight(model):
-    if not model.built:
-        model.build()
     # 64x64 so the deepest U-Net level has more than one voxel: training-mode
     # BatchNorm over a single voxel outputs beta and passes no gradient.
     inputs = make_inputs(1, 2, 64, 64)
@@ -215,8 +215,6 @@ def test_variance_and_groupwise_weights():
 
 
 def test_one_trace_serves_any_view_count(model):
-    if not model.built:  # creating variables would cost a second trace
-        model.build()
     signature = {
         "images": tf.TensorSpec([None, None, None, None, 3], tf.float32),
         "intrinsics": tf.TensorSpec([None, None, 3, 3], tf.float32),
