@@ -12,6 +12,13 @@ Work directory:
     backup/              BackupAndRestore state (resume after a kill)
     model.keras          the final network (written last, atomically)
     eval.json            held-out depth metrics, when ground truth exists
+
+Distribution (`make_strategy`): with TF_CONFIG naming more than one task,
+MultiWorkerMirroredStrategy and the `distributed_fit` loop (Keras `fit`
+fails there): checkpoints, scalar logs and `model.keras`, no backup, no
+held-out evaluation; the chief writes the work directory, the other workers
+a temporary folder that is removed at the end. With several GPUs,
+MirroredStrategy and `fit`. `data.batch_size` is the global batch.
 """
 
 import argparse
@@ -395,6 +402,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     # The strategy comes first: MultiWorkerMirroredStrategy must be created
     # before TensorFlow initialises its devices.
     strategy = make_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if config.data.batch_size % replicas:
+        raise ValueError(
+            f"--config.data.batch_size={config.data.batch_size} is the global "
+            f"batch and must be a multiple of the {replicas} replicas "
+            f"({strategy.__class__.__name__})")
     workdir = pathlib.Path(workdir)
     if not is_chief(strategy):
         # Documented pattern: only the chief writes the real work directory.

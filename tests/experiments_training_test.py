@@ -373,7 +373,8 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
                  "task": {"type": "worker", "index": index}}))
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "experiments.train_clmvs", *TINY_RUN,
-                 "--config.train.steps=4", "--workdir", str(workdir)],
+                 "--config.train.steps=4", "--config.data.batch_size=2",
+                 "--workdir", str(workdir)],
                 cwd=REPO, env=env, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True,
                 start_new_session=True))
@@ -388,8 +389,21 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     for p, out in zip(processes, outputs):
         assert p.returncode == 0, out[-4000:]
     chief, worker = workdirs
+    # One global batch of 2 per step: 1 sample per worker.
     assert _checkpoint_steps(chief) == [2, 4]
     assert (chief / "model.keras").is_file()
     assert (chief / "config.json").is_file()
     # The other worker wrote to a temporary folder, then removed it.
     assert not worker.exists()
+
+
+def test_global_batch_must_split_over_the_replicas(monkeypatch, tmp_path):
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    monkeypatch.setattr(training, "make_strategy", TwoReplicas)
+    config = _config(["--smoke"])  # batch_size 1
+    with pytest.raises(ValueError, match="batch_size=1 is the global batch "
+                       "and must be a multiple of the 2 replicas"):
+        training.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # checked before any output
