@@ -43,10 +43,11 @@ import plyfile
 from PIL import Image
 
 from keras_mvs.data import formats
+from keras_mvs.data import view_selection
 
 # Bumped whenever the rendered output changes, so that cached benchmark
 # scenes made by an older renderer are not reused.
-RENDERER_VERSION = 2
+RENDERER_VERSION = 3
 
 # The fixed benchmark split: scenes are identified by their seed alone.
 BENCHMARK_TRAIN_SEEDS = tuple(range(1000, 1016))
@@ -72,11 +73,7 @@ _SHADOW_OFFSET = 1e-3
 # Relative tolerance of the surface-sample visibility test: a sample is seen
 # from a camera if no surface is hit before (1 - tol) of the way to it.
 _VISIBILITY_TOLERANCE = 1e-6
-# MVSNet view selection (ALGORITHMS.md 1.1): piecewise Gaussian of the
-# triangulation angle in degrees.
-_THETA0_DEG = 5.0
-_SIGMA_BELOW_DEG = 1.0
-_SIGMA_ABOVE_DEG = 10.0
+# Sources listed per view in pair.txt (the MVSNet convention).
 _NUM_PAIR_SOURCES = 10
 
 # Surface ids are `primitive_index * _PARTS_PER_PRIMITIVE + part`, a part
@@ -991,10 +988,7 @@ def view_selection_scores(points: np.ndarray, visible: np.ndarray,
                           camera_centres: np.ndarray) -> np.ndarray:
     """MVSNet view-selection scores between all pairs of views.
 
-    score(i, j) is the sum, over surface points seen by both views, of the
-    piecewise Gaussian G(theta) = exp(-(theta - 5)^2 / (2 sigma^2)), sigma =
-    1 for theta <= 5 and 10 above, theta being the triangulation angle in
-    degrees at the point (ALGORITHMS.md 1.1).
+    See `keras_mvs.data.view_selection` (ALGORITHMS.md 1.1).
 
     Args:
         points: `[N, 3]` surface points, world frame.
@@ -1004,20 +998,8 @@ def view_selection_scores(points: np.ndarray, visible: np.ndarray,
     Returns:
         `[V, V]` float64 scores, symmetric, zero on the diagonal.
     """
-    rays = camera_centres[None, :, :] - points[:, None, :]  # [N, V, 3]
-    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
-    num_views = len(camera_centres)
-    scores = np.zeros((num_views, num_views))
-    for ref in range(num_views):
-        rows = np.flatnonzero(visible[:, ref])
-        cosines = np.einsum("nc,nvc->nv", rays[rows, ref], rays[rows])
-        theta = np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0)))
-        sigma = np.where(theta <= _THETA0_DEG, _SIGMA_BELOW_DEG,
-                         _SIGMA_ABOVE_DEG)
-        gauss = np.exp(-((theta - _THETA0_DEG)**2) / (2.0 * sigma**2))
-        scores[ref] = np.sum(gauss * visible[rows], axis=0)
-        scores[ref, ref] = 0.0
-    return scores
+    return view_selection.scores_from_visibility(points, visible,
+                                                 camera_centres)
 
 
 def _pairs_from_scores(scores: np.ndarray
