@@ -382,16 +382,7 @@ def write_mvsnet_folder(
         formats.write_pair_file(staging / "pair.txt", conversion.pairs)
         (staging / "image_names.txt").write_text("".join(
             f"{view} {name}\n" for view, name in enumerate(conversion.names)))
-        staging.chmod(0o755)
-        if out_dir.exists():
-            retired = pathlib.Path(tempfile.mkdtemp(
-                prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            retired.rmdir()
-            out_dir.rename(retired)
-            staging.rename(out_dir)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(out_dir)
+        formats.publish_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

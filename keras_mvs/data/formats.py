@@ -469,6 +469,32 @@ def _write_atomically(path: PathLike, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+def publish_directory(staging: PathLike, out_dir: PathLike) -> None:
+    """Moves a completely written `staging` folder into place as `out_dir`.
+
+    An existing `out_dir` is first renamed aside and removed afterwards, so
+    `out_dir` is always either absent or a complete folder, never a
+    half-written one. `staging` must be on the same file system (create it
+    beside `out_dir`, e.g. with `tempfile.mkdtemp(dir=out_dir.parent)`).
+    """
+    import pathlib
+    import shutil
+    import tempfile
+
+    staging, out_dir = pathlib.Path(staging), pathlib.Path(out_dir)
+    # mkdtemp creates folders owner-only; give the result the usual mode.
+    staging.chmod(0o755)
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    retired = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-",
+                                            dir=out_dir.parent))
+    retired.rmdir()
+    out_dir.rename(retired)
+    staging.rename(out_dir)
+    shutil.rmtree(retired)
+
+
 def _read_text(path: PathLike) -> str:
     with open(path, "rb") as handle:
         data = handle.read()

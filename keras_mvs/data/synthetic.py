@@ -1258,17 +1258,7 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
                   "primitives": scene["primitives"]}
         (staging / "scene.json").write_text(
             json.dumps(record, indent=1, sort_keys=True) + "\n")
-        # mkdtemp creates the folder owner-only; give it the usual mode.
-        staging.chmod(0o755)
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-",
-                                            dir=out_dir.parent))
-            retired.rmdir()
-            out_dir.rename(retired)
-            staging.rename(out_dir)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(out_dir)
+        formats.publish_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
