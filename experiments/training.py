@@ -216,6 +216,7 @@ def build_network(config) -> keras.Model:
         groups=model.groups,
         num_depths_base=model.num_depths_base,
         input_normalization=model.input_normalization,
+        xla_warp=model.xla_warp,
     )
 
 
