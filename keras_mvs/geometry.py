@@ -308,12 +308,14 @@ def homography_warp(
     depth_hypotheses = _float(depth_hypotheses, matrix_dtype)
     shape = tf.shape(src_features)
     batch, height, width = shape[0], shape[1], shape[2]
-    if depth_hypotheses.shape.rank == 2:
-        depth_hypotheses = depth_hypotheses[:, :, tf.newaxis, tf.newaxis]
-    depth_hypotheses = tf.broadcast_to(
-        depth_hypotheses,
-        tf.stack([batch, tf.shape(depth_hypotheses)[1], height, width]),
-    )  # [B, D, H, W]
+    # [B, D] and [B, D, H, W] alike, without relying on the static rank
+    # (a relaxed retrace, e.g. under XLA with reduce_retracing, may lose it).
+    num_depths = tf.shape(depth_hypotheses)[1]
+    depth_hypotheses = tf.reshape(
+        tf.broadcast_to(
+            tf.reshape(depth_hypotheses, tf.stack([batch, num_depths, -1])),
+            tf.stack([batch, num_depths, height * width])),
+        tf.stack([batch, num_depths, height, width]))  # [B, D, H, W]
 
     src_from_ref = tf.linalg.matmul(src_proj, tf.linalg.inv(ref_proj))
     rotation = src_from_ref[:, :3, :3]
