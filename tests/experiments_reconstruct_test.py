@@ -12,26 +12,7 @@ from experiments import reconstruct as cli
 from keras_mvs import fusion
 from keras_mvs.data import colmap
 from keras_mvs.data import scene as scene_lib
-from keras_mvs.data import synthetic
 
-
-@pytest.fixture(scope="module")
-def scene_dir(tmp_path_factory) -> pathlib.Path:
-    config = synthetic.SceneConfig(height=64, width=96, num_views=6, seed=5,
-                                   num_pair_samples=2000)
-    return synthetic.write_scene(synthetic.render_scene(config),
-                                 tmp_path_factory.mktemp("scene") / "s")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> pathlib.Path:
-    from keras_mvs.models import CascadeMVSNet
-
-    network = CascadeMVSNet(num_depths=(8, 8, 8), base_channels=4, groups=4)
-    network.build()
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    network.save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

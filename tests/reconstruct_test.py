@@ -1,7 +1,6 @@
 """Tests of keras_mvs.reconstruct on a tiny synthetic scene."""
 
 import json
-import pathlib
 import shutil
 
 import numpy as np
@@ -15,29 +14,9 @@ from keras_mvs import inference
 from keras_mvs import reconstruct
 from keras_mvs.data import formats
 from keras_mvs.data import scene as scene_lib
-from keras_mvs.data import synthetic
 
 HEIGHT, WIDTH, NUM_VIEWS = 64, 96, 6
 
-
-@pytest.fixture(scope="module")
-def scene_dir(tmp_path_factory) -> pathlib.Path:
-    config = synthetic.SceneConfig(height=HEIGHT, width=WIDTH,
-                                   num_views=NUM_VIEWS, seed=5,
-                                   num_pair_samples=2000)
-    return synthetic.write_scene(synthetic.render_scene(config),
-                                 tmp_path_factory.mktemp("scene") / "s")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> pathlib.Path:
-    from keras_mvs.models import CascadeMVSNet
-
-    network = CascadeMVSNet(num_depths=(8, 8, 8), base_channels=4, groups=4)
-    network.build()
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    network.save(path)
-    return path
 
 
 class GroundTruthPredictor:
