@@ -132,6 +132,81 @@ def aggregate_depth_metrics(per_view: Sequence[dict]) -> dict:
     return result
 
 
+def cascade_reachable_depth(
+    depth_gt: np.ndarray,
+    depth_range: Sequence[float],
+    num_depths: Sequence[int] = (48, 32, 8),
+    depth_interval_ratios: Sequence[float] = (4, 2, 1),
+    num_depths_base: int = 192,
+    head: str = "unity",
+) -> np.ndarray:
+    """The best depth map a cascade can output: each stage exactly right.
+
+    A cascade stage can only answer inside its hypothesis span, and the
+    span of stage s+1 is centred on stage s's depth upsampled bilinearly
+    (`geometry.refined_depth_hypotheses`). Across a depth edge that
+    upsampling blends the two sides, so pixels next to the edge can fall
+    outside the next span even when every stage predicts the ground truth
+    at its own resolution. This function runs that ideal cascade: each
+    stage outputs the ground truth (nearest-downsampled as for the losses)
+    clipped to what it can express, `[h_0, h_{D-1} + interval]` for the
+    unity head (bins, ALGORITHMS.md 3.1) or `[h_0, h_{D-1}]` for
+    soft-argmin; where the ground truth is missing it keeps the span's
+    centre. The depth metrics of the result are the ceiling of any network
+    with this cascade configuration on the data (`bench/cascade_ceiling.py`).
+
+    Args:
+        depth_gt: `[H, W]` ground-truth depth, <= 0 or non-finite = none; H
+            and W divisible by 4.
+        depth_range: (depth_min, depth_max) of the view.
+        num_depths: hypotheses per stage (coarse to fine).
+        depth_interval_ratios: interval of each refinement stage in base
+            intervals (the first entry is unused, as in the network).
+        num_depths_base: base interval = range / this.
+        head: "unity" or "regression".
+
+    Returns:
+        `[H, W]` float64 depth.
+    """
+    from keras_mvs import geometry
+    from keras_mvs.losses import depth as depth_losses
+
+    if head not in ("unity", "regression"):
+        raise ValueError(f"head must be 'unity' or 'regression'. Received: "
+                         f"head={head!r}")
+    gt = _depth_map(depth_gt, "depth_gt")
+    height, width = gt.shape
+    num_stages = len(num_depths)
+    factor = 2 ** (num_stages - 1)
+    if height % factor or width % factor:
+        raise ValueError(f"depth_gt {gt.shape} must be divisible by {factor}"
+                         f" for {num_stages} stages.")
+    depth_min, depth_max = (float(v) for v in depth_range)
+    base = (depth_max - depth_min) / num_depths_base
+
+    depth = None
+    for stage, count in enumerate(num_depths):
+        scale = 2 ** (num_stages - 1 - stage)
+        stage_gt = depth_losses.downsample_to(
+            gt[np.newaxis], height // scale, width // scale).numpy()[0]
+        if stage == 0:
+            interval = (depth_max - depth_min) / (count - 1)
+            hypotheses = np.linspace(depth_min, depth_max, count)[
+                :, np.newaxis, np.newaxis] * np.ones_like(stage_gt)
+        else:
+            nominal = depth_interval_ratios[stage] * base
+            hypotheses = geometry.refined_depth_hypotheses(
+                depth[np.newaxis], count, nominal, height // scale,
+                width // scale).numpy()[0].astype(np.float64)
+            interval = nominal * count / (count - 1)
+        low = hypotheses[0]
+        high = hypotheses[-1] + (interval if head == "unity" else 0.0)
+        known = np.isfinite(stage_gt) & (stage_gt > 0)
+        depth = np.where(known, np.clip(np.where(known, stage_gt, 0.0),
+                                        low, high), 0.5 * (low + high))
+    return depth
+
+
 def _points(value, name: str) -> np.ndarray:
     array = np.asarray(value, dtype=np.float64)
     if array.ndim != 2 or array.shape[1] != 3:

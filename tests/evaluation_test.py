@@ -184,3 +184,34 @@ def test_load_dtu_ground_truth_and_evaluate(tmp_path):
                      {"Q": plane})
     with pytest.raises(ValueError, match="Plane24.mat: no variable 'P'"):
         evaluation.load_dtu_ground_truth(str(tmp_path), 24)
+
+
+# --- cascade_reachable_depth ---
+
+@pytest.mark.parametrize("head, right_edge", [
+    ("unity", 800.0 + 12.5 + 3.125 * 8 / 7),  # top hypothesis + interval
+    ("regression", 800.0 + 12.5),               # top hypothesis
+])
+def test_cascade_reachable_depth_step_edge(head, right_edge):
+    # Depth 500 left of column 32, 900 right of it; range [400, 1000], so
+    # base = 3.125. The ideal stages are exact at 8x16 and 16x32, but the
+    # bilinear upsampling to 32x64 centres stage 3 at 600 (column 31) and
+    # 800 (column 32), whose +-12.5 spans cannot reach 500 and 900.
+    gt = np.where(np.arange(64)[np.newaxis] < 32, 500.0, 900.0) * np.ones(
+        (32, 1))
+    depth = evaluation.cascade_reachable_depth(gt, (400.0, 1000.0),
+                                               head=head)
+    expected = gt.copy()
+    expected[:, 31] = 600.0 - 12.5
+    expected[:, 32] = right_edge
+    np.testing.assert_allclose(depth, expected, atol=1e-3)
+    metrics = evaluation.depth_metrics(depth, gt, None, interval=3.125)
+    assert metrics["within_4_intervals"] == pytest.approx(62 / 64)
+
+
+def test_cascade_reachable_depth_rejects_bad_input():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        evaluation.cascade_reachable_depth(np.ones((30, 64)), (0.5, 2.0))
+    with pytest.raises(ValueError, match="head"):
+        evaluation.cascade_reachable_depth(np.ones((32, 64)), (0.5, 2.0),
+                                           head="softmax")
