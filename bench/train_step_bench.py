@@ -4,9 +4,11 @@
 
 Each configuration runs in a fresh subprocess so that its peak resident memory
 (ru_maxrss) is its own. Reported: median seconds per optimizer step over the
-repeats (after warm-up/compilation), and peak RSS. Graph mode is the default
-training path; "xla" compiles forward + loss + gradients per replica
-(`--config.train.xla=true`).
+repeats (after warm-up/compilation), its process CPU seconds (all threads;
+the figure to trust when the machine is shared), and peak RSS. Graph mode is the default
+training path; "xla_warp" is graph mode with only the plane-sweep warp
+compiled (`--config.model.xla_warp=true`); "xla" compiles forward + loss +
+gradients per replica (`--config.train.xla=true`).
 
 Reference (issue 4): the official PyTorch UniMVSNet training step on this CPU
 (2 threads, 3 views, 128x160) takes about 1.5 s.
@@ -62,7 +64,7 @@ def _batch(num_views, height, width, seed=0):
     return batch
 
 
-def run_one(index, xla, repeats, num_views, height, width):
+def run_one(index, mode, repeats, num_views, height, width):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -73,23 +75,26 @@ def run_one(index, xla, repeats, num_views, height, width):
     name, objective, aggregation, head, branches = CONFIGS[index]
     batch = {k: tf.constant(v) for k, v in
              _batch(num_views, height, width).items()}
-    network = models.CascadeMVSNet(aggregation=aggregation, head=head)
+    network = models.CascadeMVSNet(aggregation=aggregation, head=head,
+                                   xla_warp=mode == "xla_warp")
     trainer = trainer_lib.MVSTrainer(network, objective=objective,
-                                     branches=branches, xla=xla)
+                                     branches=branches, xla=mode == "xla")
     trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
     trainer(trainer_lib.network_inputs(batch))
     step = tf.function(trainer.train_step)
     start = time.perf_counter()
     step(batch)  # trace (and compile with XLA)
     first = time.perf_counter() - start
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         logs = step(batch)
         float(logs["loss"])
         times.append(time.perf_counter() - start)
-    return {"name": name, "mode": "xla" if xla else "graph",
-            "median_s": float(np.median(times)), "first_s": first,
+        cpu_times.append(time.process_time() - cpu_start)
+    return {"name": name, "mode": mode,
+            "median_s": float(np.median(times)),
+            "median_cpu_s": float(np.median(cpu_times)), "first_s": first,
             "peak_rss_mb": resource.getrusage(
                 resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
@@ -100,20 +105,24 @@ def main(argv=None):
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=160)
-    parser.add_argument("--modes", default="graph,xla")
+    parser.add_argument("--modes", default="graph,xla_warp,xla")
     parser.add_argument("--configs", default="0,1,2")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        index, xla = args.child.split(":")
-        print(json.dumps(run_one(int(index), xla == "1", args.repeats,
+        index, mode = args.child.split(":")
+        print(json.dumps(run_one(int(index), mode, args.repeats,
                                  args.views, args.height, args.width)))
         return
     rows = []
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - {"graph", "xla_warp", "xla"})
+    if unknown:
+        parser.error(f"--modes takes graph, xla_warp and xla; got {unknown}")
     for index in (int(i) for i in args.configs.split(",")):
-        for mode in args.modes.split(","):
+        for mode in modes:
             command = [sys.executable, "-m", "bench.train_step_bench",
-                       "--child", f"{index}:{int(mode == 'xla')}",
+                       "--child", f"{index}:{mode}",
                        "--repeats", str(args.repeats), "--views",
                        str(args.views), "--height", str(args.height),
                        "--width", str(args.width)]
@@ -127,11 +136,12 @@ def main(argv=None):
           "batch 1, D=48/32/8 (median of "
           f"{args.repeats}; PyTorch UniMVSNet supervised step on this CPU: "
           f"~{PYTORCH_SUPERVISED_SECONDS} s)")
-    print(f"{'configuration':38s} {'mode':6s} {'median s':>9s} "
-          f"{'first s':>8s} {'peak RSS MB':>12s}")
+    print(f"{'configuration':38s} {'mode':8s} {'median s':>9s} "
+          f"{'CPU s':>7s} {'first s':>8s} {'peak RSS MB':>12s}")
     for row in rows:
-        print(f"{row['name']:38s} {row['mode']:6s} {row['median_s']:9.3f} "
-              f"{row['first_s']:8.1f} {row['peak_rss_mb']:12.0f}")
+        print(f"{row['name']:38s} {row['mode']:8s} {row['median_s']:9.3f} "
+              f"{row['median_cpu_s']:7.2f} {row['first_s']:8.1f} "
+              f"{row['peak_rss_mb']:12.0f}")
 
 
 if __name__ == "__main__":
