@@ -205,7 +205,7 @@ def training_dataset(config) -> tf.data.Dataset:
 # === Model ===
 
 
-def build_network(config) -> keras.Model:
+def build_network(config, num_replicas: int = 1) -> keras.Model:
     model = config.model
     return models.CascadeMVSNet(
         num_depths=tuple(model.num_depths),
@@ -217,6 +217,7 @@ def build_network(config) -> keras.Model:
         num_depths_base=model.num_depths_base,
         input_normalization=model.input_normalization,
         xla_warp=model.xla_warp,
+        sync_batchnorm=model.sync_batchnorm and num_replicas > 1,
     )
 
 
@@ -421,7 +422,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     dataset = training_dataset(config)
     first_batch = next(iter(dataset))
     with strategy.scope():
-        network = build_network(config)
+        network = build_network(config, replicas)
         trainer = build_trainer(config, network)
         trainer(trainer_lib.network_inputs(first_batch))  # builds the weights
 

@@ -42,6 +42,10 @@ def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
     # on long runs; off by default because it is not yet exercised by the
     # long training runs.
     config.model.xla_warp = False
+    # With more than one replica (GPUs or workers), synchronise BatchNorm
+    # statistics across them, as the reference trains (SyncBN); ignored on
+    # one device.
+    config.model.sync_batchnorm = True
 
     config.loss = ml_collections.ConfigDict()
     config.loss.objective = "supervised"

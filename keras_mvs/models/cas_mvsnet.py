@@ -95,6 +95,10 @@ class CascadeMVSNet(keras.Model):
             function, 4-5x faster on CPU, but compiled anew for every input
             shape, and it needs a TensorFlow runtime with the XLA JIT (the
             standard builds have it). Off by default.
+        sync_batchnorm: in training, compute every BatchNorm's batch
+            statistics over all replicas of the distribution strategy
+            (SyncBN, as the reference multi-GPU training) rather than per
+            replica. No effect on one device or at inference.
         **kwargs: forwarded to `keras.Model`.
 
     Call arguments:
@@ -140,6 +144,7 @@ class CascadeMVSNet(keras.Model):
         num_depths_base: int = 192,
         input_normalization: str = "none",
         xla_warp: bool = False,
+        sync_batchnorm: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -190,8 +195,13 @@ class CascadeMVSNet(keras.Model):
         if not isinstance(xla_warp, bool):
             raise ValueError(
                 f"`xla_warp` must be a bool. Received: xla_warp={xla_warp!r}")
+        if not isinstance(sync_batchnorm, bool):
+            raise ValueError(
+                f"`sync_batchnorm` must be a bool. Received: "
+                f"sync_batchnorm={sync_batchnorm!r}")
         self.input_normalization = input_normalization
         self.xla_warp = xla_warp
+        self.sync_batchnorm = sync_batchnorm
 
         # === Layers ===
         self.feature_pyramid = feature_pyramid.FeaturePyramid(
@@ -208,6 +218,14 @@ class CascadeMVSNet(keras.Model):
                 name=f"cost_regularization_{stage}")
             for stage in range(len(num_depths))
         ]
+        if sync_batchnorm:
+            # Keras reads `synchronized` at call time: batch statistics are
+            # then all-reduced over the replicas of a distribution strategy
+            # (PyTorch SyncBatchNorm, as both references train); without a
+            # strategy it changes nothing.
+            for layer in self._flatten_layers(include_self=False):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
 
     def _feature_channels(self) -> tuple:
         c = self.base_channels
@@ -366,5 +384,6 @@ class CascadeMVSNet(keras.Model):
             "num_depths_base": self.num_depths_base,
             "input_normalization": self.input_normalization,
             "xla_warp": self.xla_warp,
+            "sync_batchnorm": self.sync_batchnorm,
         })
         return config

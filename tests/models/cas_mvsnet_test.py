@@ -340,3 +340,27 @@ def test_rejects_bad_inputs(model):
                                               (1, 3, 1, 1)))
     with pytest.raises(ValueError, match="disagree on B or V"):
         model(bad)
+
+
+def test_sync_batchnorm_reaches_every_batchnorm_and_is_saved(tmp_path):
+    def batch_norms(network):
+        return [layer for layer in network._flatten_layers()
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    plain = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8))
+    assert not any(bn.synchronized for bn in batch_norms(plain))
+    network = cas_mvsnet.CascadeMVSNet(num_depths=(8, 8, 8),
+                                       sync_batchnorm=True)
+    norms = batch_norms(network)
+    # The reference state dict's 44 running_mean entries: pyramid 2+3+3,
+    # three 3-D U-Nets of 10, adaptive weight nets 3 x 2.
+    assert len(norms) == 44
+    assert all(bn.synchronized for bn in norms)
+    network(make_inputs(1, 2, 32, 32))
+    path = tmp_path / "model.keras"
+    network.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config()["sync_batchnorm"] is True
+    assert all(bn.synchronized for bn in batch_norms(loaded))
+    with pytest.raises(ValueError, match="sync_batchnorm"):
+        cas_mvsnet.CascadeMVSNet(sync_batchnorm="yes")
