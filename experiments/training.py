@@ -18,7 +18,9 @@ MultiWorkerMirroredStrategy and the `distributed_fit` loop (Keras `fit`
 fails there): checkpoints, scalar logs and `model.keras`, no backup, no
 held-out evaluation; the chief writes the work directory, the other workers
 a temporary folder that is removed at the end. With several GPUs,
-MirroredStrategy and `fit`. `data.batch_size` is the global batch.
+MirroredStrategy and `fit`. `data.batch_size` is the global batch. With more
+than one replica, BatchNorm statistics are all-reduced across replicas
+(`model.sync_batchnorm`, SyncBN as the references train).
 """
 
 import argparse
