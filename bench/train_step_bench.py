@@ -6,7 +6,7 @@ Each configuration runs in a fresh subprocess so that its peak resident memory
 (ru_maxrss) is its own. Reported: median seconds per optimizer step over the
 repeats (after warm-up/compilation), its process CPU seconds (all threads;
 the figure to trust when the machine is shared), and peak RSS. Graph mode is the default
-training path; "xla_warp" is graph mode with only the plane-sweep warp
+training path; "graph_xla_warp" is graph mode with only the plane-sweep warp
 compiled (`--config.model.xla_warp=true`); "xla" compiles forward + loss +
 gradients per replica (`--config.train.xla=true`).
 
@@ -76,7 +76,7 @@ def run_one(index, mode, repeats, num_views, height, width):
     batch = {k: tf.constant(v) for k, v in
              _batch(num_views, height, width).items()}
     network = models.CascadeMVSNet(aggregation=aggregation, head=head,
-                                   xla_warp=mode == "xla_warp")
+                                   xla_warp=mode == "graph_xla_warp")
     trainer = trainer_lib.MVSTrainer(network, objective=objective,
                                      branches=branches, xla=mode == "xla")
     trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
@@ -105,7 +105,7 @@ def main(argv=None):
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=160)
-    parser.add_argument("--modes", default="graph,xla_warp,xla")
+    parser.add_argument("--modes", default="graph,graph_xla_warp,xla")
     parser.add_argument("--configs", default="0,1,2")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -116,9 +116,9 @@ def main(argv=None):
         return
     rows = []
     modes = args.modes.split(",")
-    unknown = sorted(set(modes) - {"graph", "xla_warp", "xla"})
+    unknown = sorted(set(modes) - {"graph", "graph_xla_warp", "xla"})
     if unknown:
-        parser.error(f"--modes takes graph, xla_warp and xla; got {unknown}")
+        parser.error(f"--modes takes graph, graph_xla_warp and xla; got {unknown}")
     for index in (int(i) for i in args.configs.split(",")):
         for mode in modes:
             command = [sys.executable, "-m", "bench.train_step_bench",
@@ -136,10 +136,10 @@ def main(argv=None):
           "batch 1, D=48/32/8 (median of "
           f"{args.repeats}; PyTorch UniMVSNet supervised step on this CPU: "
           f"~{PYTORCH_SUPERVISED_SECONDS} s)")
-    print(f"{'configuration':38s} {'mode':8s} {'median s':>9s} "
+    print(f"{'configuration':38s} {'mode':14s} {'median s':>9s} "
           f"{'CPU s':>7s} {'first s':>8s} {'peak RSS MB':>12s}")
     for row in rows:
-        print(f"{row['name']:38s} {row['mode']:8s} {row['median_s']:9.3f} "
+        print(f"{row['name']:38s} {row['mode']:14s} {row['median_s']:9.3f} "
               f"{row['median_cpu_s']:7.2f} {row['first_s']:8.1f} "
               f"{row['peak_rss_mb']:12.0f}")
 
