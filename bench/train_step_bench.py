@@ -118,7 +118,8 @@ def main(argv=None):
     modes = args.modes.split(",")
     unknown = sorted(set(modes) - {"graph", "graph_xla_warp", "xla"})
     if unknown:
-        parser.error(f"--modes takes graph, graph_xla_warp and xla; got {unknown}")
+        parser.error("--modes takes graph, graph_xla_warp and xla; got "
+                     f"{unknown}")
     for index in (int(i) for i in args.configs.split(",")):
         for mode in modes:
             command = [sys.executable, "-m", "bench.train_step_bench",
