@@ -5,10 +5,10 @@
 Each configuration runs in a fresh subprocess so that its peak resident memory
 (ru_maxrss) is its own. Reported: median seconds per optimizer step over the
 repeats (after warm-up/compilation), its process CPU seconds (all threads;
-the figure to trust when the machine is shared), and peak RSS. Graph mode is the default
-training path; "graph_xla_warp" is graph mode with only the plane-sweep warp
-compiled (`--config.model.xla_warp=true`); "xla" compiles forward + loss +
-gradients per replica (`--config.train.xla=true`).
+the figure to trust when the machine is shared), and peak RSS. Graph mode is
+the default training path; "graph_xla_warp" is graph mode with only the
+plane-sweep warp compiled (`--config.model.xla_warp=true`); "xla" compiles
+forward + loss + gradients per replica (`--config.train.xla=true`).
 
 Reference (issue 4): the official PyTorch UniMVSNet training step on this CPU
 (2 threads, 3 views, 128x160) takes about 1.5 s.
