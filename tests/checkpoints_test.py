@@ -13,7 +13,9 @@ from keras_mvs import checkpoints
 from keras_mvs.models import cas_mvsnet
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SPEC = _REPO_ROOT.parent / "shared" / "spec" / "unimvsnet_state_dict.tsv"
+# A copy of ../shared/spec/unimvsnet_state_dict.tsv (names and shapes of the
+# reference checkpoint), so the tests run in any checkout.
+_SPEC = _REPO_ROOT / "tests" / "fixtures" / "unimvsnet_state_dict.tsv"
 _LAYOUT_DOC = _REPO_ROOT / "docs" / "weight_layout.md"
 _SEED = 0
 

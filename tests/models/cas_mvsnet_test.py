@@ -10,7 +10,9 @@ import tensorflow as tf
 from keras_mvs import heads
 from keras_mvs.models import cas_mvsnet
 
-TSV = (pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "spec"
+# A copy of ../shared/spec/unimvsnet_state_dict.tsv, so the test runs in any
+# checkout.
+TSV = (pathlib.Path(__file__).resolve().parents[1] / "fixtures"
        / "unimvsnet_state_dict.tsv")
 BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
             "running_var": "moving_variance"}
