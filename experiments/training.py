@@ -290,6 +290,7 @@ class TimeBudget(keras.callbacks.Callback):
 
     def __init__(self, minutes: float):
         super().__init__()
+        self.minutes = minutes
         self.seconds = 60.0 * minutes
         self.start = None
         self.stopped_at_step: Optional[int] = None
@@ -301,6 +302,14 @@ class TimeBudget(keras.callbacks.Callback):
         if time.monotonic() - self.start > self.seconds:
             self.stopped_at_step = int(self.model.optimizer.iterations.numpy())
             self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_at_step is not None:
+            # Keras's progress bar closes a stopped epoch at its full length
+            # ("100/100"), so say where training really stopped.
+            print(f"Time budget of {self.minutes:g} min "
+                  f"(train.max_minutes) reached: stopped after step "
+                  f"{self.stopped_at_step}.", flush=True)
 
 
 class GuardedBackup(keras.callbacks.BackupAndRestore):

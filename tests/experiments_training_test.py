@@ -407,3 +407,31 @@ def test_global_batch_must_split_over_the_replicas(monkeypatch, tmp_path):
                        "and must be a multiple of the 2 replicas"):
         training.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # checked before any output
+
+
+def test_time_budget_stops_after_the_budget_and_says_where(monkeypatch,
+                                                           capsys):
+    class Iterations:
+        def numpy(self):
+            return 37
+
+    class Model:
+        stop_training = False
+        optimizer = type("Optimizer", (), {"iterations": Iterations()})()
+
+    clock = [1000.0]
+    monkeypatch.setattr(training.time, "monotonic", lambda: clock[0])
+    budget = training.TimeBudget(minutes=0.5)
+    budget.set_model(Model())
+    budget.on_train_begin()
+    clock[0] += 29.0
+    budget.on_train_batch_end(0)
+    assert not budget.model.stop_training
+    assert budget.stopped_at_step is None
+    clock[0] += 2.0  # 31 s > 30 s
+    budget.on_train_batch_end(1)
+    assert budget.model.stop_training
+    assert budget.stopped_at_step == 37
+    budget.on_train_end()
+    assert ("Time budget of 0.5 min (train.max_minutes) reached: stopped "
+            "after step 37.") in capsys.readouterr().out
