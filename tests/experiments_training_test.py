@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from experiments import training
+from keras_mvs.testing import cluster
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLMVS_CONFIG = str(REPO / "experiments" / "configs" / "clmvs.py")
@@ -134,9 +135,7 @@ def _run(workdir, *extra):
     try:
         out, err = process.communicate(timeout=RUN_TIMEOUT_S)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        cluster.kill_process_groups([process])
     return process.returncode, out, err, time.perf_counter() - start
 
 
@@ -346,31 +345,14 @@ def test_default_strategy_without_cluster_or_gpus(monkeypatch):
     assert training.is_chief(strategy)
 
 
-def _free_ports(count):
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.mark.large
 def test_two_workers_train_and_only_the_chief_writes(tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workdirs = [tmp_path / "chief", tmp_path / "worker"]
     processes = []
     start = time.perf_counter()
     try:
-        for index, workdir in enumerate(workdirs):
-            env = dict(_env(), TF_CONFIG=json.dumps(
-                {"cluster": cluster,
-                 "task": {"type": "worker", "index": index}}))
+        for tf_config, workdir in zip(cluster.local_tf_configs(2), workdirs):
+            env = dict(_env(), TF_CONFIG=tf_config)
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "experiments.train_clmvs", *TINY_RUN,
                  "--config.train.steps=4", "--config.data.batch_size=2",
@@ -381,10 +363,7 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
         outputs = [p.communicate(timeout=RUN_TIMEOUT_S)[0]
                    for p in processes]
     finally:
-        for p in processes:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        cluster.kill_process_groups(processes)
     print(f"two workers: {time.perf_counter() - start:.0f} s")
     for p, out in zip(processes, outputs):
         assert p.returncode == 0, out[-4000:]

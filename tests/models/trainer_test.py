@@ -7,11 +7,8 @@ run eagerly: tracing the 3-stage network costs far more than a few eager
 steps on this CPU.
 """
 
-import json
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mvs.models import trainer as trainer_lib
+from keras_mvs.testing import cluster
 from keras_mvs.testing import tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -256,9 +254,7 @@ def _finish(process, timeout):
     try:
         out, _ = process.communicate(timeout=timeout)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        cluster.kill_process_groups([process])
     return process.returncode, out
 
 
@@ -341,35 +337,17 @@ def test_sync_batchnorm_two_replicas_match_one_device_batch(tmp_path):
         assert difference < 5e-2
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_multi_worker_ends_with_identical_weights(tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     processes = []
     start = time.perf_counter()
     try:
-        for index in range(2):
-            config = {"cluster": cluster,
-                      "task": {"type": "worker", "index": index}}
+        for tf_config in cluster.local_tf_configs(2):
             processes.append(_run_worker(
                 ["multiworker", str(tmp_path)],
-                env={"TF_CONFIG": json.dumps(config)}))
+                env={"TF_CONFIG": tf_config}))
         results = [_finish(p, SUBPROCESS_TIMEOUT_S) for p in processes]
     finally:
-        for p in processes:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        cluster.kill_process_groups(processes)
     print(f"multi-worker: {time.perf_counter() - start:.0f} s")
     for code, out in results:
         assert code == 0, out[-4000:]
