@@ -19,8 +19,6 @@ MVSNet-layout folder or folder of scenes with depths/).
 import argparse
 import json
 
-import numpy as np
-
 from keras_mvs import evaluation
 
 
@@ -76,5 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()

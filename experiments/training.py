@@ -291,7 +291,6 @@ class TimeBudget(keras.callbacks.Callback):
     def __init__(self, minutes: float):
         super().__init__()
         self.minutes = minutes
-        self.seconds = 60.0 * minutes
         self.start = None
         self.stopped_at_step: Optional[int] = None
 
@@ -299,7 +298,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start > self.seconds:
+        if time.monotonic() - self.start > 60.0 * self.minutes:
             self.stopped_at_step = int(self.model.optimizer.iterations.numpy())
             self.model.stop_training = True
 
