@@ -73,16 +73,22 @@ def _setup(objective, **network_kwargs):
     return batch, make_trainer
 
 
-def _weights(trainer):
-    return [v.numpy() for v in trainer.network.weights]
-
-
-def mirrored(objective, out_path):
+def _two_cpu_devices():
+    """Splits the CPU into two logical devices (before TF initialises)."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    return tf
+
+
+def _weights(trainer):
+    return [v.numpy() for v in trainer.network.weights]
+
+
+def mirrored(objective, out_path):
+    tf = _two_cpu_devices()
     import keras
 
     keras.utils.set_random_seed(0)
@@ -136,11 +142,7 @@ def mirrored(objective, out_path):
 
 
 def mirrored_syncbn(out_path):
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf = _two_cpu_devices()
     import keras
 
     keras.utils.set_random_seed(0)
