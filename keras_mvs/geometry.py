@@ -9,7 +9,9 @@ one convention:
   (x, y) = (0.5, 0) returns the mean of columns 0 and 1 of row 0; there is no
   half-pixel shift anywhere (the reference code's `align_corners=True`
   intent, ALGORITHMS.md 2.2).
-* Bilinear sampling pads with zeros: a tap outside the image contributes 0.
+* Bilinear sampling pads with zeros by default: a tap outside the image
+  contributes 0 (the photometric loss alone clamps to the border, as
+  CL-MVSNet's sampler does).
 * `intrinsics [..., 3, 3]` are in pixels of the map they are used with.
   Resizing a map by s scales fx, fy, cx, cy by s (no half-pixel correction,
   ALGORITHMS.md 1.8).
@@ -29,6 +31,16 @@ import numpy as np
 import tensorflow as tf
 
 TensorLike = Union[tf.Tensor, np.ndarray, float, int]
+
+# How `homography_warp` samples the source at a projected pixel (u, v):
+# "exact" samples at (u, v) itself (the reference code's intent,
+# `align_corners=True`); "align_corners_false" samples at
+# (u W / (W - 1) - 0.5, v H / (H - 1) - 0.5), what the official code actually
+# computes on PyTorch >= 1.3 (ALGORITHMS.md 2.2): it normalises with
+# (W - 1) / 2 but calls `grid_sample` with the default
+# `align_corners=False`. Every official checkpoint learned its weights under
+# the second sampling.
+WARP_SAMPLINGS = ("exact", "align_corners_false")
 
 # Points closer to a camera than this (in depth units) are treated as not
 # projectable: their projection is reported as invalid instead of dividing
@@ -110,17 +122,28 @@ def pixel_grid(height, width, dtype=tf.float32) -> tf.Tensor:
     return tf.stack([xs, ys], axis=-1)
 
 
-def bilinear_sample(image: TensorLike, coords: TensorLike) -> tf.Tensor:
-    """Samples `image` bilinearly at pixel coordinates, with zero padding.
+def bilinear_sample(image: TensorLike, coords: TensorLike,
+                    padding: str = "zeros") -> tf.Tensor:
+    """Samples `image` bilinearly at pixel coordinates.
 
     A gather-based sampler (no tensorflow-addons) that compiles under XLA and
     is differentiable with respect to both the image values and the
-    coordinates. Each of the four taps outside the image contributes zero;
-    non-finite coordinates sample zero.
+    coordinates. Two paddings:
+
+    * `"zeros"`: each of the four taps outside the image contributes zero;
+      non-finite coordinates sample zero (the plane-sweep warp, as
+      `grid_sample(padding_mode="zeros")`).
+    * `"border"`: the coordinates are clamped to the image first, so a
+      point outside reads the nearest border value and carries no gradient
+      along the clamped axis; non-finite coordinates read pixel (0, 0).
+      This is what CL-MVSNet's photometric sampler computes: it clamps the
+      tap indices and weights them with the clamped upper taps, which
+      amounts to the same values (ALGORITHMS.md 4.2 step 1).
 
     Args:
         image: `[B, H, W, C]`.
         coords: `[B, ..., 2]` as (x, y) in pixels of `image`.
+        padding: "zeros" or "border".
 
     Returns:
         `[B, ..., C]` samples, same dtype as `image`.
@@ -129,6 +152,9 @@ def bilinear_sample(image: TensorLike, coords: TensorLike) -> tf.Tensor:
         >>> img = tf.reshape(tf.range(4.0), [1, 1, 4, 1])
         >>> bilinear_sample(img, [[[0.5, 0.0]]])  # mean of columns 0 and 1
     """
+    if padding not in ("zeros", "border"):
+        raise ValueError('`padding` must be "zeros" or "border". '
+                         f"Received: padding={padding!r}")
     image = _float(image)
     coords = _float(coords)
     if coords.dtype != image.dtype and image.dtype in (tf.float16,
@@ -148,13 +174,16 @@ def bilinear_sample(image: TensorLike, coords: TensorLike) -> tf.Tensor:
         finite[..., tf.newaxis], flat_coords, tf.constant(-2.0, compute_dtype)
     )
     x, y = flat_coords[..., 0], flat_coords[..., 1]
+    max_x = tf.cast(width - 1, compute_dtype)
+    max_y = tf.cast(height - 1, compute_dtype)
+    if padding == "border":
+        x = tf.clip_by_value(x, 0.0, max_x)
+        y = tf.clip_by_value(y, 0.0, max_y)
     x0, y0 = tf.floor(x), tf.floor(y)
     # Weights are linear in the coordinates, so gradients reach them.
     wx1, wy1 = x - x0, y - y0
     wx0, wy0 = 1.0 - wx1, 1.0 - wy1
 
-    max_x = tf.cast(width - 1, compute_dtype)
-    max_y = tf.cast(height - 1, compute_dtype)
     flat_image = tf.reshape(tf.cast(image, compute_dtype),
                             [batch, -1, channels])  # [B, H*W, C]
     result = 0.0
@@ -273,6 +302,7 @@ def homography_warp(
     src_proj: TensorLike,
     ref_proj: TensorLike,
     depth_hypotheses: TensorLike,
+    sampling: str = "exact",
 ) -> tf.Tensor:
     """Warps source features onto the reference view for each depth plane.
 
@@ -280,10 +310,13 @@ def homography_warp(
     `M = P_src @ inv(P_ref)`, `A = M[:3, :3]` and `b = M[:3, 3]`, the
     reference pixel p at depth d lands at `d * A p + b` in the source. The
     translation is not multiplied by d because `inv(P_ref)` is applied to the
-    homogeneous `[d p, 1]`. The source is sampled exactly at the projected
-    pixel (bilinear, zero padding). As in the reference code, the sampling
-    grid carries no gradient: the warp is differentiable with respect to the
-    source features only. Points that fall behind the source camera sample
+    homogeneous `[d p, 1]`. The source is sampled bilinearly with zero
+    padding, at the projected pixel itself (`sampling="exact"`) or where the
+    official code samples it (`sampling="align_corners_false"`: at
+    `(u W / (W - 1) - 0.5, v H / (H - 1) - 0.5)`, see `WARP_SAMPLINGS`;
+    converted official checkpoints need it). As in the reference code, the
+    sampling grid carries no gradient: the warp is differentiable with
+    respect to the source features only. Points that fall behind the source camera sample
     zero (the reference code divides by z regardless).
 
     Args:
@@ -292,14 +325,21 @@ def homography_warp(
         ref_proj: `[B, 4, 4]` reference projection matrix at this scale.
         depth_hypotheses: `[B, D]` (the same planes for every pixel) or
             `[B, D, H, W]` (per-pixel hypotheses).
+        sampling: "exact" (default) or "align_corners_false".
 
     Returns:
         `[B, D, H, W, C]` warped features, the dtype of `src_features`.
+
+    Raises:
+        ValueError: for an unknown `sampling`.
 
     Example:
         >>> P = projection_matrices(K[None], E[None])
         >>> volume = homography_warp(features, P, P, tf.constant([[1.0, 2.0]]))
     """
+    if sampling not in WARP_SAMPLINGS:
+        raise ValueError(f"`sampling` must be one of {WARP_SAMPLINGS}. "
+                         f"Received: sampling={sampling!r}")
     src_features = _float(src_features)
     matrix_dtype = (tf.float64 if src_features.dtype == tf.float64
                     else tf.float32)
@@ -329,6 +369,11 @@ def homography_warp(
     projectable = z > MIN_PROJECTABLE_DEPTH
     safe_z = tf.where(projectable, z, tf.ones_like(z))
     coords = points[..., :2] / safe_z[..., tf.newaxis]
+    if sampling == "align_corners_false":
+        # grid_sample(align_corners=False) maps the normalised u / ((W-1)/2)
+        # - 1 back to pixels as ((u_n + 1) W - 1) / 2.
+        size = tf.cast(tf.stack([width, height]), matrix_dtype)
+        coords = coords * (size / tf.maximum(size - 1.0, 1.0)) - 0.5
     coords = tf.where(projectable[..., tf.newaxis], coords,
                       tf.constant(np.nan, matrix_dtype))
     coords = tf.stop_gradient(coords)  # [B, D, H, W, 2]

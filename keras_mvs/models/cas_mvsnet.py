@@ -91,6 +91,12 @@ class CascadeMVSNet(keras.Model):
         input_normalization: "none" (images in [0, 1] go in as they are;
             CasMVSNet, UniMVSNet) or "imagenet" (ImageNet mean/std
             standardisation; CL-MVSNet).
+        warp_sampling: where the plane-sweep warp samples the source:
+            "exact" (at the projected pixel; the default for networks
+            trained here) or "align_corners_false" (where the official
+            PyTorch code samples, `geometry.WARP_SAMPLINGS`). Converted
+            official checkpoints learned their weights under the second and
+            reproduce the official depth maps only with it.
         xla_warp: compile `geometry.homography_warp` with XLA: the same
             function, 4-5x faster on CPU, but compiled anew for every input
             shape, and it needs a TensorFlow runtime with the XLA JIT (the
@@ -143,6 +149,7 @@ class CascadeMVSNet(keras.Model):
         groups: int = 8,
         num_depths_base: int = 192,
         input_normalization: str = "none",
+        warp_sampling: str = "exact",
         xla_warp: bool = False,
         sync_batchnorm: bool = False,
         **kwargs,
@@ -192,6 +199,10 @@ class CascadeMVSNet(keras.Model):
         self.base_channels = base_channels
         self.groups = groups
         self.num_depths_base = num_depths_base
+        if warp_sampling not in geometry.WARP_SAMPLINGS:
+            raise ValueError(
+                f"`warp_sampling` must be one of {geometry.WARP_SAMPLINGS}. "
+                f"Received: warp_sampling={warp_sampling!r}")
         if not isinstance(xla_warp, bool):
             raise ValueError(
                 f"`xla_warp` must be a bool. Received: xla_warp={xla_warp!r}")
@@ -200,6 +211,7 @@ class CascadeMVSNet(keras.Model):
                 f"`sync_batchnorm` must be a bool. Received: "
                 f"sync_batchnorm={sync_batchnorm!r}")
         self.input_normalization = input_normalization
+        self.warp_sampling = warp_sampling
         self.xla_warp = xla_warp
         self.sync_batchnorm = sync_batchnorm
 
@@ -297,7 +309,8 @@ class CascadeMVSNet(keras.Model):
             images = (images - IMAGENET_MEAN) / IMAGENET_STD
         images = tf.cast(images, self.compute_dtype)
         folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
-        features = self.feature_pyramid(folded, training=training)
+        features = self.feature_pyramid(folded, training=training,
+                                        views=num_views)
 
         stages = []
         for stage, (num_depths, ratio, scale) in enumerate(zip(
@@ -339,6 +352,7 @@ class CascadeMVSNet(keras.Model):
                 tf.reshape(projections[:, 1:], [-1, 4, 4]),
                 tf.repeat(projections[:, 0], num_sources, axis=0),
                 tf.repeat(planes, num_sources, axis=0),
+                sampling=self.warp_sampling,
             )  # [B*N, D, h, w, C]
             warped = tf.reshape(
                 warped,
@@ -383,6 +397,7 @@ class CascadeMVSNet(keras.Model):
             "groups": self.groups,
             "num_depths_base": self.num_depths_base,
             "input_normalization": self.input_normalization,
+            "warp_sampling": self.warp_sampling,
             "xla_warp": self.xla_warp,
             "sync_batchnorm": self.sync_batchnorm,
         })
