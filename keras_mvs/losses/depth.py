@@ -135,10 +135,13 @@ def unity_labels(
         [(depth_gt, ("B", "H", "W")),
          (depth_hypotheses, ("B", "D", "H", "W"))])
     interval = _per_batch(interval, depth_gt.dtype)
-    offset = depth_gt[:, tf.newaxis] - depth_hypotheses  # [B, D, H, W]
-    in_bin = (offset >= 0.0) & (offset < interval)
-    labels = tf.where(in_bin, 1.0 - offset / interval,
-                      tf.zeros_like(offset))
+    gt = depth_gt[:, tf.newaxis]  # [B, 1, H, W]
+    # The bin test is written as the reference writes it, `h <= g < h +
+    # interval`: `g - h < interval` rounds differently in float32 where g
+    # lies within an ulp of the next hypothesis.
+    in_bin = (depth_hypotheses <= gt) & (depth_hypotheses + interval > gt)
+    labels = tf.where(in_bin, 1.0 - (gt - depth_hypotheses) / interval,
+                      tf.zeros_like(depth_hypotheses))
     return tf.stop_gradient(labels)
 
 
