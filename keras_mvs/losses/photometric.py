@@ -137,10 +137,11 @@ def _inverse_warp(
 
     Returns:
         `(warped [B, S, H, W, C], mask [B, S, H, W])`. `warped` is the
-        bilinear sample where all four taps lie inside the source and 0
-        elsewhere: exactly what the reference's border-clamped sampler
-        returns (its clamped taps coincide and their weights cancel). `mask`
-        is 1 where the pixel is valid for the loss.
+        bilinear sample with the coordinates clamped to the source, as the
+        reference's sampler computes it: a pixel that projects outside reads
+        border values, not zeros. The reconstruction term masks those pixels
+        out, but the SSIM windows at the mask's edge read them.
+        `mask` is 1 where the pixel is valid for the loss.
     """
     shape = tf.shape(src_images)
     batch, num_src = shape[0], shape[1]
@@ -163,19 +164,16 @@ def _inverse_warp(
     y0 = tf.stop_gradient(tf.floor(y))
     max_x = tf.cast(width - 1, x.dtype)
     max_y = tf.cast(height - 1, x.dtype)
-    # NaN pixels (points behind the source) fail every comparison.
-    taps_inside = (x0 >= 0.0) & (x0 + 1.0 <= max_x) & (y0 >= 0.0) & (
-        y0 + 1.0 <= max_y)
     if reference_quirks:
         bottom_ok = y0 <= max_y
     else:
         bottom_ok = y0 + 1.0 <= max_y
+    # NaN pixels (points behind the source) fail every comparison.
     valid = ((x0 >= 0.0) & (x0 + 1.0 <= max_x) & (y0 >= 0.0) & bottom_ok
              & (src_depth > 0.0))
 
-    samples = geometry.bilinear_sample(tf.cast(src_flat, x.dtype), pixels)
-    warped = tf.where(taps_inside[..., tf.newaxis], samples,
-                      tf.zeros_like(samples))
+    warped = geometry.bilinear_sample(tf.cast(src_flat, x.dtype), pixels,
+                                      padding="border")
     warped = tf.reshape(warped, tf.concat([[batch, num_src], shape[2:]], 0))
     mask = tf.reshape(tf.cast(valid, x.dtype),
                       tf.stack([batch, num_src, height, width]))

@@ -109,7 +109,7 @@ def test_inverse_warp_shifts_by_one_pixel_and_masks_taps():
                                atol=1e-5)
 
 
-def test_reference_quirks_bottom_bound_and_zero_sample():
+def test_reference_quirks_bottom_bound_and_border_sample():
     # Source 0.1 lower: reference row i lands on source row i + 0.5, so the
     # last row lands between row H-1 and the row below the image.
     images, intrinsics, _ = _shifted_scene()
@@ -118,11 +118,15 @@ def test_reference_quirks_bottom_bound_and_zero_sample():
             intrinsics[:, 0], cams[:, 0], intrinsics[:, 1:2], cams[:, 1:2])
     warped_default, mask_default = photometric._inverse_warp(*args, False)
     warped_quirks, mask_quirks = photometric._inverse_warp(*args, True)
-    # Default: the last row is invalid; quirks (y0 <= H - 1): valid, but the
-    # sample there is 0, as the reference's clamped sampler returns.
+    # Default: the last row is invalid; quirks (y0 <= H - 1): valid. In both
+    # modes the sample there is the source's last row: the reference's
+    # sampler clamps its taps to the image (border values, not zeros;
+    # tests/parity/clmvsnet_parity_test.py checks this on its outputs).
     assert mask_default.numpy()[0, 0, HEIGHT - 1].sum() == 0
     assert mask_quirks.numpy()[0, 0, HEIGHT - 1].sum() == WIDTH - 1
-    np.testing.assert_array_equal(warped_quirks.numpy()[0, 0, HEIGHT - 1], 0.0)
+    for warped in (warped_quirks, warped_default):
+        np.testing.assert_allclose(warped.numpy()[0, 0, HEIGHT - 1],
+                                   images[0, 1, HEIGHT - 1], atol=1e-5)
     np.testing.assert_array_equal(mask_default.numpy()[0, 0, :HEIGHT - 1],
                                   mask_quirks.numpy()[0, 0, :HEIGHT - 1])
 
