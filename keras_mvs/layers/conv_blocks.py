@@ -17,8 +17,10 @@ voxel on each spatial axis gives PyTorch's output exactly, with the kernel
 used as is (no spatial flip; tests/layers/conv_blocks_test.py proves it on a
 direct-loop reference).
 
-BatchNorm uses PyTorch's defaults in Keras terms: epsilon 1e-5 and momentum
-0.9 (PyTorch momentum 0.1), ALGORITHMS.md 9 item 20.
+BatchNorm is `keras_mvs.layers.batch_norm.BatchNorm`: PyTorch's defaults
+(epsilon 1e-5, momentum 0.1, i.e. 0.9 in Keras terms, ALGORITHMS.md 9 item
+20) and PyTorch's training statistics, optionally per group of the folded
+batch (`groups`, the views of the FPN and the sources of the weight net).
 
 Sublayers are named `conv` and `bn`, so a block's weights read
 `<block>/conv/kernel`, `<block>/bn/gamma`, ... (docs/weight_layout.md).
@@ -26,8 +28,7 @@ Sublayers are named `conv` and `bn`, so a block's weights read
 
 import keras
 
-BATCH_NORM_EPSILON = 1e-5
-BATCH_NORM_MOMENTUM = 0.9
+from keras_mvs.layers import batch_norm
 
 
 def check_positive_int(value: int, name: str) -> None:
@@ -76,6 +77,9 @@ class ConvBnReLU(keras.layers.Layer):
     Call arguments:
         inputs: `[B, H, W, C]` (rank 2) or `[B, D, H, W, C]` (rank 3).
         training: BatchNorm mode.
+        groups: number of groups the batch folds (batch index
+            `b * groups + g`) whose BatchNorm statistics are kept apart in
+            training (`batch_norm.BatchNorm`); None for one.
 
     Returns:
         `[B, H', W', filters]` or `[B, D', H', W', filters]` with
@@ -122,9 +126,7 @@ class ConvBnReLU(keras.layers.Layer):
         self.conv = conv_layer(
             filters, kernel_size, strides=strides, padding=mode,
             use_bias=False, dtype=self.dtype_policy, name="conv")
-        self.bn = keras.layers.BatchNormalization(
-            epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM,
-            dtype=self.dtype_policy, name="bn")
+        self.bn = batch_norm.BatchNorm(dtype=self.dtype_policy, name="bn")
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -133,10 +135,11 @@ class ConvBnReLU(keras.layers.Layer):
         self.conv.build(input_shape)
         self.bn.build(input_shape[:-1] + (self.filters,))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, groups=None):
         x = inputs if self.pad is None else self.pad(inputs)
         x = self.conv(x)
-        return keras.activations.relu(self.bn(x, training=training))
+        return keras.activations.relu(
+            self.bn(x, training=training, groups=groups))
 
     def compute_output_shape(self, input_shape):
         def out(n):
@@ -198,9 +201,7 @@ class DeconvBnReLU3D(keras.layers.Layer):
         self.conv = keras.layers.Conv3DTranspose(
             filters, 3, strides=2, padding="valid", use_bias=False,
             dtype=self.dtype_policy, name="conv")
-        self.bn = keras.layers.BatchNormalization(
-            epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM,
-            dtype=self.dtype_policy, name="bn")
+        self.bn = batch_norm.BatchNorm(dtype=self.dtype_policy, name="bn")
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)

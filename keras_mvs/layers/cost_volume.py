@@ -28,7 +28,8 @@ class CostVolume(keras.layers.Layer):
 
     Sources arrive stacked on one axis, so the number of views is dynamic and
     no Python loop over views is traced. The adaptive weight net runs on all
-    sources folded into the batch.
+    sources folded into the batch, with BatchNorm statistics kept per source
+    in training (the reference calls it once per source).
 
     Args:
         aggregation: "variance", "adaptive" or "groupwise".
@@ -108,8 +109,12 @@ class CostVolume(keras.layers.Layer):
             shape = tf.shape(errors)
             folded = tf.reshape(
                 errors, tf.concat([[-1], shape[2:]], axis=0))  # [BN,D,H,W,C]
-            weights = self.w_net_1(self.w_net_0(folded, training=training),
-                                   training=training)  # [B*N, D, H, W, 1]
+            # The reference runs the weight net once per source, so its
+            # BatchNorm statistics are per source in training.
+            num_sources = shape[1]
+            weights = self.w_net_1(
+                self.w_net_0(folded, training=training, groups=num_sources),
+                training=training, groups=num_sources)  # [B*N, D, H, W, 1]
             weights = tf.reshape(
                 weights, tf.concat([shape[:-1], [1]], axis=0))
             return tf.reduce_mean((1.0 + weights) * errors, axis=1)

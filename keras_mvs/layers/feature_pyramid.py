@@ -14,7 +14,8 @@ class FeaturePyramid(keras.layers.Layer):
     then a top-down path that adds nearest-upsampled coarse maps to 1x1
     projections of the finer ones. With base channels c the three outputs
     have 4c, 2c and c channels (32, 16, 8 for c = 8). Weights are shared by
-    all views: the caller folds views into the batch.
+    all views: the caller folds views into the batch and says how many
+    (`views`).
 
     Sublayer names follow the reference state dict (`feature.conv1.0` ->
     `conv1_0`, `feature.out1` -> `out1`, ...; docs/weight_layout.md).
@@ -27,6 +28,10 @@ class FeaturePyramid(keras.layers.Layer):
         inputs: `[B, H, W, 3]` images (H, W multiples of 4; the cascade needs
             multiples of 32).
         training: BatchNorm mode.
+        views: V when the batch folds V views (index `b * V + v`): in
+            training each view's BatchNorm statistics are then computed
+            apart, as the reference runs its FPN once per view; None treats
+            the batch as one.
 
     Returns:
         A list coarse to fine: `[B, H/4, W/4, 4c]`, `[B, H/2, W/2, 2c]`,
@@ -87,12 +92,12 @@ class FeaturePyramid(keras.layers.Layer):
         self.out2.build((batch, None, None, 4 * c))
         self.out3.build((batch, None, None, 4 * c))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, views=None):
         x = inputs
         skips = []
         for blocks in (self.conv0, self.conv1, self.conv2):
             for layer in blocks:
-                x = layer(x, training=training)
+                x = layer(x, training=training, groups=views)
             skips.append(x)
         conv0, conv1, conv2 = skips  # 1x c, 1/2 2c, 1/4 4c channels
         coarse = self.out1(conv2)  # [B, H/4, W/4, 4c]

@@ -1,0 +1,112 @@
+"""BatchNorm with PyTorch's training semantics and per-view statistics."""
+
+import keras
+import tensorflow as tf
+
+# PyTorch's BatchNorm defaults in Keras terms (ALGORITHMS.md 9 item 20):
+# epsilon 1e-5, momentum 0.9 (PyTorch's momentum 0.1).
+BATCH_NORM_EPSILON = 1e-5
+BATCH_NORM_MOMENTUM = 0.9
+
+
+@keras.saving.register_keras_serializable(package="keras_mvs")
+class BatchNorm(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` as PyTorch trains it, per group.
+
+    Two things differ from Keras's layer in training mode; inference is the
+    same.
+
+    * **Groups.** The reference networks run their FPN on one view at a
+      time and the adaptive weight net on one source at a time
+      (`Uni:networks/mvsnet.py`), so every BatchNorm there normalises with
+      the statistics of one view's batch. Our network folds the views into
+      the batch axis; called with `groups=G` on a batch ordered
+      `b * G + g`, this layer normalises each group g with the moments of
+      its own B members, and updates the moving statistics once per group,
+      in group order, as G successive PyTorch calls would.
+    * **Moving variance.** PyTorch updates `running_var` with the unbiased
+      batch variance `n / (n - 1)` (n = values per channel), Keras with the
+      biased one; this layer follows PyTorch. Normalisation itself uses the
+      biased variance in both.
+
+    With `synchronized=True` under a distribution strategy the per-group
+    sums are all-reduced over the replicas first (SyncBN).
+
+    Args:
+        **kwargs: forwarded to `keras.layers.BatchNormalization`; `epsilon`
+            and `momentum` default to PyTorch's.
+
+    Call arguments:
+        inputs: `[N, ..., C]` with N = B * G (groups innermost).
+        training: BatchNorm mode.
+        groups: G (int or scalar int tensor), or None for one group.
+
+    Returns:
+        The normalised tensor, shape and compute dtype of `inputs`.
+
+    Example:
+        >>> bn = BatchNorm()
+        >>> y = bn(tf.zeros([6, 4, 5, 8]), training=True, groups=3)
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("epsilon", BATCH_NORM_EPSILON)
+        kwargs.setdefault("momentum", BATCH_NORM_MOMENTUM)
+        super().__init__(**kwargs)
+
+    def call(self, inputs, training=None, groups=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=False)
+        x = tf.cast(inputs, tf.float32)
+        shape = tf.shape(x)
+        num_groups = 1 if groups is None else groups
+        grouped = tf.reshape(
+            x, tf.concat([[-1, num_groups], shape[1:]], 0))  # [B, G, ..., C]
+        rank = len(inputs.shape) + 1
+        axes = [0] + list(range(2, rank - 1))
+        # Values per group and channel, over all replicas when synchronized.
+        count = self._sum(tf.cast(tf.reduce_prod(tf.shape(grouped)) // (
+            tf.shape(grouped)[1] * tf.shape(grouped)[-1]), tf.float32))
+        # Two passes (mean, then squared deviations), as PyTorch computes
+        # them: E[x^2] - E[x]^2 loses digits in float32.
+        mean = self._sum(grouped, axes) / count  # [G, C]
+        stats_shape = tf.concat(
+            [[1, num_groups], tf.ones([rank - 3], tf.int32), [-1]], 0)
+        centred = grouped - tf.reshape(mean, stats_shape)
+        variance = self._sum(tf.square(centred), axes) / count
+        self._update_moving_statistics(
+            mean, variance * count / tf.maximum(count - 1.0, 1.0))
+
+        gamma = self.gamma if self.scale else 1.0
+        beta = self.beta if self.center else 0.0
+        scale = gamma * tf.math.rsqrt(variance + self.epsilon)  # [G, C]
+        outputs = (centred * tf.reshape(scale, stats_shape)
+                   + tf.reshape(beta * tf.ones_like(scale), stats_shape))
+        return tf.cast(tf.reshape(outputs, shape), self.compute_dtype)
+
+    def _sum(self, x, axes=None):
+        """Sum over `axes`, then over the replicas when synchronized."""
+        if axes is not None:
+            x = tf.reduce_sum(x, axis=axes)
+        if self.synchronized:
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                x = context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+        return x
+
+    def _update_moving_statistics(self, means, variances) -> None:
+        """G successive momentum updates with `[G, C]` batch statistics.
+
+        After G updates `m <- a m + (1 - a) s_g` the moving value is
+        `a^G m + (1 - a) sum_g a^(G-1-g) s_g`.
+        """
+        momentum = tf.constant(self.momentum, tf.float32)
+        num_groups = tf.shape(means)[0]
+        powers = tf.cast(num_groups - 1 - tf.range(num_groups), tf.float32)
+        weights = (1.0 - momentum) * tf.pow(momentum, powers)[:, tf.newaxis]
+        decay = tf.pow(momentum, tf.cast(num_groups, tf.float32))
+        self.moving_mean.assign(
+            decay * self.moving_mean + tf.reduce_sum(weights * means, 0))
+        self.moving_variance.assign(
+            decay * self.moving_variance
+            + tf.reduce_sum(weights * variances, 0))
