@@ -3,7 +3,8 @@ r"""Converts an official UniMVSNet/CasMVSNet PyTorch checkpoint to .keras.
     python -m experiments.convert_checkpoint --state-dict FILE \
         --out FILE.keras [--aggregation {auto,adaptive,variance,groupwise}] \
         [--head {unity,regression}] [--num-depths 48,32,8] \
-        [--depth-interval-ratios 4,2,1] [--input-normalization none]
+        [--depth-interval-ratios 4,2,1] [--input-normalization none] \
+        [--warp-sampling {align_corners_false,exact}]
 
 `FILE` is a PyTorch `.ckpt`/`.pth` (needs torch: `pip install
 "keras-mvs[convert]"`) or an `.npz` of the state_dict. The aggregation is
@@ -12,10 +13,15 @@ The head has no weights, so it cannot be inferred: the default `unity` is
 UniMVSNet's; CasMVSNet checkpoints need `--aggregation variance --head
 regression`; CL-MVSNet checkpoints `--head regression --input-normalization
 imagenet` (group-wise aggregation is read from the tensors).
-`--num-depths` and `--depth-interval-ratios` are the cascade settings stored
-in the model (UniMVSNet's Tanks and Temples test uses `64,32,8` and
-`3,2,1`). The model is written under a temporary name in the
-output folder and renamed when complete, so `--out` is never half written.
+Every official checkpoint (UniMVSNet, CasMVSNet, CL-MVSNet) learned its
+weights with the official warp, which samples the source at PyTorch's
+`align_corners=False` positions, so the converted model uses
+`warp_sampling="align_corners_false"` and reproduces the official depth maps
+(`--warp-sampling exact` overrides it). `--num-depths` and
+`--depth-interval-ratios` are the cascade settings stored in the model
+(UniMVSNet's Tanks and Temples test uses `64,32,8` and `3,2,1`). The model
+is written under a temporary name in the output folder and renamed when
+complete, so `--out` is never half written.
 """
 
 import argparse
@@ -27,6 +33,7 @@ from typing import Optional
 from typing import Sequence
 
 from keras_mvs import checkpoints
+from keras_mvs import geometry
 from keras_mvs.layers import cost_volume
 from keras_mvs.models import cas_mvsnet
 
@@ -77,6 +84,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         default=(4.0, 2.0, 1.0),
                         help="interval ratios per stage (default 4,2,1)")
     parser.add_argument(
+        "--warp-sampling", default="align_corners_false",
+        choices=geometry.WARP_SAMPLINGS,
+        help="where the warp samples the source: align_corners_false "
+        "(default; what the official code computes and its checkpoints "
+        "learned) or exact")
+    parser.add_argument(
         "--input-normalization", default="none",
         choices=cas_mvsnet.INPUT_NORMALIZATIONS,
         help="none (UniMVSNet, CasMVSNet) or imagenet (CL-MVSNet)")
@@ -97,6 +110,7 @@ def convert(args: argparse.Namespace) -> checkpoints.ConversionReport:
         depth_interval_ratios=args.depth_interval_ratios,
         head=args.head,
         input_normalization=args.input_normalization,
+        warp_sampling=args.warp_sampling,
         **config)
     report = checkpoints.convert_state_dict(state_dict, model)
 
@@ -113,8 +127,11 @@ def convert(args: argparse.Namespace) -> checkpoints.ConversionReport:
             os.remove(partial)
     print(f"{args.state_dict}: {len(report.assigned)} tensors converted, "
           f"{len(report.ignored)} num_batches_tracked ignored; "
-          f"aggregation={config['aggregation']}, head={args.head}; "
-          f"wrote {args.out}")
+          f"aggregation={config['aggregation']}, head={args.head}, "
+          f"warp_sampling={args.warp_sampling}"
+          + (" (the official code's sampling, which its checkpoints learned)"
+             if args.warp_sampling == "align_corners_false" else "")
+          + f"; wrote {args.out}")
     return report
 
 

@@ -29,9 +29,11 @@ widths, and the group-wise variant, whose 3-D CNNs take G channels at every
 stage. CL-MVSNet's network (`networks/clmvsnet.py`) has the same FPN names
 and parameter-free aggregation, samplers and heads; it calls the 3-D CNNs
 `regularization.{S}` instead of `cost_regularization.{S}`, and
-`canonical_keys` renames them (its warp samples with PyTorch's
-`align_corners=False`, ALGORITHMS.md 9 item 1, which our model does not
-emulate, so its depth maps are close to but not the reference's).
+`canonical_keys` renames them. Every official checkpoint learned its weights
+with the official warp's sampling (PyTorch's `align_corners=False`,
+ALGORITHMS.md 9 item 1): a converted model needs
+`CascadeMVSNet(warp_sampling="align_corners_false")`, which
+`experiments.convert_checkpoint` sets.
 
 This module needs only numpy at import time; reading `.ckpt`/`.pth` files
 imports torch on demand (the optional `convert` extra).
