@@ -1,59 +1,42 @@
-r"""Our own compact PyTorch UniMVSNet / CasMVSNet, for golden outputs.
+r"""A compact PyTorch UniMVSNet / CasMVSNet: the official code's cost baseline.
 
-Written from ALGORITHMS.md section 2 (not from the official code): the FPN
-(2.1), homography warping with `grid_sample(align_corners=True)` and zero
-padding (2.2), adaptive or variance aggregation (2.3), the 3-D U-Net with
-`ConvTranspose3d(k3, s2, p1, output_padding=1)` (2.4), the cascade
-hypotheses and intervals (2.5, 1.9) in UniMVSNet's order (band built at the
-previous resolution, then bilinearly upsampled) or CasMVSNet's (previous
-depth upsampled to full size, band built there, volume resized
-trilinearly), and the unity or soft-argmin head (2.6). Parameter names equal
-those of `../shared/spec/unimvsnet_state_dict.tsv` exactly (checked at load
-time with `strict=True`). It needs torch, numpy and Pillow, never
-TensorFlow, and is used only to write the parity fixtures under
-`tests/fixtures/`; neither the package nor the tests import it.
+Not a parity oracle: the parity tests compare keras-mvs with the official
+code's own outputs (tests/parity/, ../shared/reference_outputs/). This
+module is what `bench/` runs beside our network to measure, in the same run
+and on the same machine, what the official network costs in time and memory.
+It computes what the official UniMVSNet / CasMVSNet forward computes
+(ALGORITHMS.md 2): the FPN run once per view, the plane-sweep warp with
+`grid_sample` at its default `align_corners=False` (the official sampling),
+the cost volume accumulated source by source with each warped volume freed
+before the next, as `Uni:networks/mvsnet.py::CostAgg` does, the 3-D U-Net and
+the unity or soft-argmin head, so its memory profile is the official one.
+Parameter names equal those of `../shared/spec/unimvsnet_state_dict.tsv`.
 
-Regenerate the fixtures (scene in the Keras venv, networks in a torch venv):
+It needs torch and numpy, never TensorFlow; the package and the tests do not
+import it. From a torch environment:
 
-    .venv/bin/python -m experiments.make_synthetic --out /tmp/parity_scene \
-        --scenes 1 --height 64 --width 96 --views 3 --seed 3
-    for variant in unimvsnet casmvsnet; do
-      /work/torchenv/bin/python tools/torch_reference.py --variant $variant \
-          --scene /tmp/parity_scene/scene_000 \
-          --spec ../shared/spec/unimvsnet_state_dict.tsv \
-          --out tests/fixtures/${variant}_parity.npz
-    done
+    python tools/torch_reference.py --size 512x640 --views 5 \
+        [--variant unimvsnet|casmvsnet] [--mode inference|train] [--repeats 3]
 
-The weights are `keras_mvs.checkpoints.random_state_dict(spec, seed=0)`
-(that module needs only numpy; CasMVSNet's spec is the tsv without
-`cost_aggregation.*`); the network runs in eval mode (BatchNorm on
-its running statistics) in float32 on view 0 as the reference and views 1
-and 2 as sources.
+prints one JSON line: median seconds per call, the first call's seconds, and
+the peak resident memory before the first call and after the last
+(`ru_maxrss`), whose difference is the working memory.
 """
 
 import argparse
-import pathlib
-import sys
+import json
+import resource
+import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
-
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(_REPO_ROOT))
-from keras_mvs import checkpoints  # noqa: E402  (numpy-only module)
 
 NUM_DEPTHS = (48, 32, 8)
 INTERVAL_RATIOS = (4.0, 2.0, 1.0)
 NUM_DEPTHS_BASE = 192  # N0: the base interval is range / N0 (1.9)
 STAGE_SCALES = (0.25, 0.5, 1.0)
-SEED = 0
-# Stage-2 and -3 logits are stored on every LOGIT_STRIDE-th row and column
-# to keep the fixtures small; stage 1 and every depth and confidence map are
-# complete.
-LOGIT_STRIDE = {"unimvsnet": (1, 2, 2), "casmvsnet": (1, 4, 4)}
 
 
 class ConvBnReLU(nn.Module):
@@ -135,12 +118,8 @@ class CostAggregation(nn.Module):
         super().__init__()
         self.weight_net = nn.ModuleList(WeightNet(c) for c in channels)
 
-    def forward(self, stage, ref_volume, warped_volumes):
-        total = 0.0
-        for warped in warped_volumes:
-            error = (ref_volume - warped) ** 2
-            total = total + (1.0 + self.weight_net[stage](error)) * error
-        return total / len(warped_volumes)
+    def forward(self, stage, error):
+        return (1.0 + self.weight_net[stage](error)) * error
 
 
 class CostRegNet(nn.Module):
@@ -172,27 +151,31 @@ class CostRegNet(nn.Module):
 
 
 def homography_warp(src_features, src_proj, ref_proj, hypotheses):
-    """2.2: samples the source at `d A p + b`, align_corners=True, zeros."""
+    """2.2: samples the source at `d A p + b` as the official code does:
+    normalised by (W - 1) / 2, then `grid_sample` with its default
+    `align_corners=False`, zero padding, no gradient through the grid."""
     batch, channels, height, width = src_features.shape
     num_depths = hypotheses.shape[1]
-    src_from_ref = src_proj @ torch.inverse(ref_proj)
-    rotation = src_from_ref[:, :3, :3]
-    translation = src_from_ref[:, :3, 3:4]
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32),
-                          torch.arange(width, dtype=torch.float32),
-                          indexing="ij")
-    pixels = torch.stack([x.reshape(-1), y.reshape(-1),
-                          torch.ones(height * width)])  # [3, HW]
-    rays = rotation @ pixels  # [B, 3, HW]
-    points = (rays[:, :, None] * hypotheses.reshape(batch, 1, num_depths, -1)
-              + translation[:, :, :, None])  # [B, 3, D, HW]
-    uv = points[:, :2] / points[:, 2:3]
-    u = uv[:, 0] / ((width - 1) / 2.0) - 1.0
-    v = uv[:, 1] / ((height - 1) / 2.0) - 1.0
-    grid = torch.stack([u, v], dim=-1)  # [B, D, HW, 2]
+    with torch.no_grad():
+        src_from_ref = src_proj @ torch.inverse(ref_proj)
+        rotation = src_from_ref[:, :3, :3]
+        translation = src_from_ref[:, :3, 3:4]
+        y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32),
+                              torch.arange(width, dtype=torch.float32),
+                              indexing="ij")
+        pixels = torch.stack([x.reshape(-1), y.reshape(-1),
+                              torch.ones(height * width)])  # [3, HW]
+        rays = rotation @ pixels  # [B, 3, HW]
+        points = (rays[:, :, None]
+                  * hypotheses.reshape(batch, 1, num_depths, -1)
+                  + translation[:, :, :, None])  # [B, 3, D, HW]
+        uv = points[:, :2] / points[:, 2:3]
+        u = uv[:, 0] / ((width - 1) / 2.0) - 1.0
+        v = uv[:, 1] / ((height - 1) / 2.0) - 1.0
+        grid = torch.stack([u, v], dim=-1)  # [B, D, HW, 2]
     warped = F.grid_sample(
         src_features, grid.reshape(batch, num_depths * height, width, 2),
-        mode="bilinear", padding_mode="zeros", align_corners=True)
+        mode="bilinear", padding_mode="zeros", align_corners=False)
     return warped.reshape(batch, channels, num_depths, height, width)
 
 
@@ -280,16 +263,26 @@ class CascadeNet(nn.Module):
                 interval = (nominal * num_depths / (num_depths - 1)).reshape(
                     -1)[0]
             proj = projections[stage]
-            warped = [homography_warp(features[v][stage], proj[:, v],
-                                      proj[:, 0], hypotheses)
-                      for v in range(1, num_views)]
             ref_volume = ref[:, :, None].expand(-1, -1, num_depths, -1, -1)
             if self.variant == "unimvsnet":
-                cost = self.cost_aggregation(stage, ref_volume, warped)
+                cost = 0.0
             else:
-                volumes = [ref_volume] + warped
-                mean = sum(volumes) / num_views
-                cost = sum(v ** 2 for v in volumes) / num_views - mean ** 2
+                total, total_sq = ref_volume, ref_volume ** 2
+            for v in range(1, num_views):  # one warped volume at a time
+                warped = homography_warp(features[v][stage], proj[:, v],
+                                         proj[:, 0], hypotheses)
+                if self.variant == "unimvsnet":
+                    cost = cost + self.cost_aggregation(
+                        stage, (ref_volume - warped) ** 2)
+                else:
+                    total = total + warped
+                    total_sq = total_sq + warped ** 2
+                del warped
+            if self.variant == "unimvsnet":
+                cost = cost / (num_views - 1)
+            else:
+                cost = total_sq / num_views - (total / num_views) ** 2
+                del total, total_sq
             logits = self.cost_regularization[stage](cost)
             if self.variant == "unimvsnet":
                 depth, confidence = unity_head(logits, hypotheses, interval)
@@ -298,40 +291,6 @@ class CascadeNet(nn.Module):
             outputs.append({"depth": depth, "confidence": confidence,
                             "logits": logits})
         return outputs
-
-
-def read_cam(path: pathlib.Path) -> tuple:
-    """MVSNet cam file: (cam_from_world 4x4, K 3x3, first and last depth)."""
-    words = pathlib.Path(path).read_text().split()
-    extrinsic = np.array(words[1:17], np.float64).reshape(4, 4)
-    intrinsic = np.array(words[18:27], np.float64).reshape(3, 3)
-    depth_line = [float(w) for w in words[27:]]
-    if len(depth_line) != 4:
-        raise ValueError(f"{path}: expected the 4-field depth line "
-                         "'min interval count max' written by make_synthetic")
-    return extrinsic, intrinsic, depth_line[0], depth_line[3]
-
-
-def load_scene(scene_dir: pathlib.Path, num_views: int = 3) -> dict:
-    """The first `num_views` views of an MVSNet-layout folder, as stored."""
-    scene_dir = pathlib.Path(scene_dir)
-    images, intrinsics, extrinsics = [], [], []
-    for view in range(num_views):
-        images.append(np.asarray(
-            Image.open(scene_dir / "images" / f"{view:08d}.png").convert(
-                "RGB")))
-        extrinsic, intrinsic, first, last = read_cam(
-            scene_dir / "cams" / f"{view:08d}_cam.txt")
-        extrinsics.append(extrinsic)
-        intrinsics.append(intrinsic)
-        if view == 0:
-            depth_range = (first, last)
-    return {
-        "images": np.stack(images),  # [V, H, W, 3] uint8
-        "intrinsics": np.stack(intrinsics).astype(np.float32),
-        "cam_from_world": np.stack(extrinsics).astype(np.float32),
-        "depth_range": np.asarray(depth_range, np.float32),
-    }
 
 
 def stage_projections(intrinsics: np.ndarray,
@@ -347,52 +306,76 @@ def stage_projections(intrinsics: np.ndarray,
     return projections
 
 
+def bench_inputs(num_views: int, height: int, width: int) -> tuple:
+    """Random images and a sideways rig looking at a 2-6 depth range (the
+    inputs of bench/model_bench.py)."""
+    rng = np.random.default_rng(0)
+    focal = 0.8 * width
+    intrinsics = np.array([[focal, 0.0, width / 2.0],
+                           [0.0, focal, height / 2.0],
+                           [0.0, 0.0, 1.0]], np.float32)
+    intrinsics = np.tile(intrinsics, (num_views, 1, 1))
+    cam_from_world = np.tile(np.eye(4, dtype=np.float32), (num_views, 1, 1))
+    cam_from_world[:, 0, 3] = -0.1 * np.arange(num_views)
+    images = torch.from_numpy(rng.uniform(
+        size=(1, num_views, 3, height, width)).astype(np.float32))
+    return (images, stage_projections(intrinsics, cam_from_world),
+            torch.tensor([2.0]), torch.tensor([6.0]))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def main(argv: list | None = None) -> None:
-    """Runs the chosen network on the scene and writes the golden .npz."""
+    """Times the network on random inputs; prints one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scene", required=True, type=pathlib.Path)
-    parser.add_argument("--spec", required=True, type=pathlib.Path)
-    parser.add_argument("--out", required=True, type=pathlib.Path)
+    parser.add_argument("--size", default="512x640", help="HxW")
+    parser.add_argument("--views", type=int, default=5)
     parser.add_argument("--variant", default="unimvsnet",
                         choices=("unimvsnet", "casmvsnet"))
+    parser.add_argument("--mode", default="inference",
+                        choices=("inference", "train"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    height, width = (int(n) for n in args.size.split("x"))
+    network = CascadeNet(args.variant)
+    network.train(args.mode == "train")
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    inputs = bench_inputs(args.views, height, width)
 
-    spec = checkpoints.read_state_dict_spec(args.spec)
-    if args.variant == "casmvsnet":  # the tsv without the weight nets
-        spec = {k: v for k, v in spec.items()
-                if not k.startswith("cost_aggregation.")}
-    network = CascadeNet(args.variant).eval()
-    shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
-    if shapes != spec:
-        raise SystemExit("The torch network's state_dict differs from "
-                         f"{args.spec}: {sorted(set(shapes) ^ set(spec))}")
-    state_dict = checkpoints.random_state_dict(spec, seed=SEED)
-    network.load_state_dict(
-        {k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()},
-        strict=True)
+    def call():
+        if args.mode == "inference":
+            with torch.no_grad():
+                network(*inputs)
+            return
+        optimizer.zero_grad()
+        outputs = network(*inputs)
+        # A loss on every stage's logits, so that every stage backpropagates
+        # (UFL and smooth-L1 cost the same order as this reduction).
+        loss = sum(weight * torch.sigmoid(o["logits"]).mean()
+                   for weight, o in zip((0.5, 1.0, 2.0), outputs))
+        loss.backward()
+        optimizer.step()
 
-    scene = load_scene(args.scene)
-    images = torch.from_numpy(
-        scene["images"].astype(np.float32) / 255.0).permute(0, 3, 1, 2)[None]
-    depth_range = torch.from_numpy(scene["depth_range"])[None]
-    with torch.no_grad():
-        outputs = network(
-            images, stage_projections(scene["intrinsics"],
-                                      scene["cam_from_world"]),
-            depth_range[:, 0], depth_range[:, 1])
-    strides = LOGIT_STRIDE[args.variant]
-    golden = dict(scene, seed=np.int64(SEED),
-                  logit_stride=np.asarray(strides, np.int64))
-    for stage, (output, stride) in enumerate(zip(outputs, strides)):
-        golden[f"depth_{stage}"] = output["depth"][0].numpy()
-        golden[f"confidence_{stage}"] = output["confidence"][0].numpy()
-        golden[f"logits_{stage}"] = (
-            output["logits"][0, :, ::stride, ::stride].numpy())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **golden)
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes); final depth "
-          f"{golden['depth_2'].min():.2f}..{golden['depth_2'].max():.2f}")
+    before = _peak_rss_mb()
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    print(json.dumps({
+        "framework": "pytorch", "variant": args.variant, "mode": args.mode,
+        "size": args.size, "views": args.views,
+        "median_s": float(np.median(times)), "first_s": first,
+        "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb(),
+        "working_mb": _peak_rss_mb() - before}))
 
 
 if __name__ == "__main__":
