@@ -3,10 +3,15 @@ r"""Renders synthetic MVS scenes to disk in the MVSNet layout.
     python -m experiments.make_synthetic --out DIR --scenes N --height H \
         --width W --views V --seed S [--specular X] [--no-low-texture] \
         [--no-repetitive] [--no-occluders] [--no-shadows] \
-        [--supersample K] [--overwrite] [--preview FILE.png]
+        [--supersample K] [--randomize | --kind KIND] [--overwrite] \
+        [--preview FILE.png]
 
 writes `DIR/scene_{k:03d}` for k < N, scene k rendered from seed S + k
-(`keras_mvs.data.synthetic.render_scene`). `--preview` also saves the
+(`keras_mvs.data.synthetic.render_scene`). `--randomize` draws every scene's
+look, lighting, cameras and kind (`synthetic.randomized_config`; domain
+randomisation, the preset's training data); `--kind KIND` draws them within
+one kind (low_texture, repetitive, glossy, near, far, ring, forward,
+default), for evaluating a model on each; both ignore the look options. `--preview` also saves the
 middle view of the first scene beside its colour-mapped depth (the README
 image: `--scenes 1 --height 256 --width 320 --views 20 --seed 1004`).
 """
@@ -49,6 +54,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for flag in ("low-texture", "repetitive", "occluders", "shadows"):
         parser.add_argument(f"--no-{flag}", action="store_true",
                             help=f"disable {flag.replace('-', ' ')}")
+    variety = parser.add_mutually_exclusive_group()
+    variety.add_argument("--randomize", action="store_true",
+                         help="domain-randomised scenes of every kind")
+    variety.add_argument("--kind", choices=synthetic.SCENE_KINDS,
+                         help="domain-randomised scenes of one kind")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing scene folders")
     parser.add_argument("--preview", type=Path, default=None,
@@ -82,7 +92,12 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
                  "pass --overwrite to replace it")
     progress = keras.utils.Progbar(args.scenes, unit_name="scene")
     for index, folder in enumerate(folders):
-        config = dataclasses.replace(base, seed=args.seed + index)
+        if args.randomize or args.kind:
+            config = synthetic.randomized_config(
+                args.seed + index, args.height, args.width, args.views,
+                kind=args.kind)
+        else:
+            config = dataclasses.replace(base, seed=args.seed + index)
         scene = synthetic.render_scene(config)
         synthetic.write_scene(scene, folder, overwrite=args.overwrite)
         if index == 0 and args.preview is not None:

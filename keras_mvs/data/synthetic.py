@@ -73,6 +73,10 @@ _SHADOW_OFFSET = 1e-3
 # Relative tolerance of the surface-sample visibility test: a sample is seen
 # from a camera if no surface is hit before (1 - tol) of the way to it.
 _VISIBILITY_TOLERANCE = 1e-6
+CAMERA_LAYOUTS = ("cap", "ring", "forward")
+# Scene kinds of `randomized_config`: what each one stresses.
+SCENE_KINDS = ("default", "low_texture", "repetitive", "glossy", "near",
+               "far", "ring", "forward")
 # Sources listed per view in pair.txt (the MVSNet convention).
 _NUM_PAIR_SOURCES = 10
 
@@ -122,6 +126,27 @@ class SceneConfig:
         num_depths: the DEPTH_NUM field written to the cam files.
         depth_margin: fraction of each view's depth span added below and
             above it before the depth range is written.
+        camera_layout: "cap" (a spherical cap of directions converging on
+            the objects, DTU-like), "ring" (a full circle around them at
+            `cap_elevation_deg`, Middlebury-like; the back wall is left
+            out) or "forward" (a planar grid of nearly parallel cameras
+            facing the scene, as hand-held captures of a room).
+        forward_baseline: "forward" layout: grid spacing as a fraction of
+            `camera_distance`.
+        light_direction: direction towards the directional light (world
+            frame, z up; normalised; must point above the ground).
+        ambient: ambient share of the shading, in [0, 1].
+        texture_scale: multiplies every texture period (< 1 finer, > 1
+            coarser, i.e. less texture per pixel).
+        flat_fraction: probability that each further object gets an almost
+            uniform (low-texture) albedo.
+        exposure_jitter: each view's colours are multiplied by a gain drawn
+            in [1 - j, 1 + j] (photos of one scene differ in exposure).
+
+    The last seven fields at their defaults render exactly what the renderer
+    rendered before they existed: their random draws come from a second
+    generator, `np.random.default_rng([seed, 1])`. `randomized_config`
+    draws them (domain randomisation).
     """
 
     height: int = 128
@@ -143,6 +168,13 @@ class SceneConfig:
     gt_voxel_size: Optional[float] = None
     num_depths: int = 192
     depth_margin: float = 0.02
+    camera_layout: str = "cap"
+    forward_baseline: float = 0.06
+    light_direction: tuple = (-0.3, -0.5, 0.8)
+    ambient: float = 0.25
+    texture_scale: float = 1.0
+    flat_fraction: float = 0.0
+    exposure_jitter: float = 0.0
 
     def __post_init__(self):
         for name in ("height", "width"):
@@ -168,13 +200,44 @@ class SceneConfig:
                 "SceneConfig.camera_distance must exceed "
                 f"{2.0 * _OBJECT_REGION_RADIUS} mm (the object region). "
                 f"Received: camera_distance={self.camera_distance!r}")
-        if not 0.0 < self.cap_angle_deg < self.cap_elevation_deg:
+        if self.camera_layout not in CAMERA_LAYOUTS:
+            raise ValueError(
+                f"SceneConfig.camera_layout must be one of {CAMERA_LAYOUTS}. "
+                f"Received: camera_layout={self.camera_layout!r}")
+        light = np.asarray(self.light_direction, float)
+        if light.shape != (3,) or not np.all(np.isfinite(light)) or not (
+                light[2] > 0.0):
+            raise ValueError(
+                "SceneConfig.light_direction must be 3 finite numbers with a "
+                "positive z (a light above the ground). Received: "
+                f"light_direction={self.light_direction!r}")
+        for name, low, high in (("ambient", 0.0, 1.0),
+                                ("flat_fraction", 0.0, 1.0),
+                                ("exposure_jitter", 0.0, 0.5),
+                                ("forward_baseline", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(
+                    f"SceneConfig.{name} must be in [{low}, {high}]. "
+                    f"Received: {name}={value!r}")
+        if not self.texture_scale > 0.0:
+            raise ValueError(
+                "SceneConfig.texture_scale must be > 0. Received: "
+                f"texture_scale={self.texture_scale!r}")
+        if self.camera_layout != "cap":
+            if not 0.0 < self.cap_elevation_deg < 89.0:
+                raise ValueError(
+                    "SceneConfig.cap_elevation_deg must be in (0, 89) "
+                    "degrees. Received: "
+                    f"cap_elevation_deg={self.cap_elevation_deg!r}")
+        elif not 0.0 < self.cap_angle_deg < self.cap_elevation_deg:
             raise ValueError(
                 "SceneConfig.cap_angle_deg must be in (0, cap_elevation_deg) "
                 "so that no camera sits at or below the ground. Received: "
                 f"cap_angle_deg={self.cap_angle_deg!r}, "
                 f"cap_elevation_deg={self.cap_elevation_deg!r}")
-        if not self.cap_elevation_deg + self.cap_angle_deg < 89.0:
+        if self.camera_layout == "cap" and not (
+                self.cap_elevation_deg + self.cap_angle_deg < 89.0):
             raise ValueError(
                 "SceneConfig.cap_elevation_deg + cap_angle_deg must be below "
                 "89 degrees (a camera looking straight down has no defined "
@@ -358,9 +421,13 @@ def _random_object(rng: np.random.Generator,
             half[1] * np.sin(tilt) + lift, float(np.hypot(*half)))
 
 
-def _build_scene(config: SceneConfig,
-                 rng: np.random.Generator) -> list[_Primitive]:
-    """Places the ground, the back wall, the objects and the occluders."""
+def _build_scene(config: SceneConfig, rng: np.random.Generator,
+                 extra: np.random.Generator) -> list[_Primitive]:
+    """Places the ground, the back wall, the objects and the occluders.
+
+    `rng` draws what the renderer always drew; `extra` the domain
+    randomisation of the fields added later (see SceneConfig).
+    """
     primitives = []
     ground_material = dataclasses.replace(
         _random_material(rng, "noise"),
@@ -391,11 +458,13 @@ def _build_scene(config: SceneConfig,
     # x is world x and its local y is world z.
     wall_rotation = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0],
                               [0.0, 1.0, 0.0]])
-    primitives.append(_Primitive(
-        "rect", wall_rotation,
-        np.array([0.0, y_high, 0.5 * _WALL_HEIGHT]),
-        np.array([_GROUND_HALF_X, 0.5 * _WALL_HEIGHT, 0.0]),
-        wall_material))
+    if config.camera_layout != "ring":  # a ring would see it from behind
+        primitives.append(_Primitive(
+            "rect", wall_rotation,
+            np.array([0.0, y_high, 0.5 * _WALL_HEIGHT]),
+            np.array([_GROUND_HALF_X, 0.5 * _WALL_HEIGHT, 0.0]),
+            wall_material))
+    num_fixed = len(primitives)
 
     kinds = ("box", "sphere", "cylinder", "rect")
     patterns = ("noise", "noise", "stripes", "checker")
@@ -436,24 +505,42 @@ def _build_scene(config: SceneConfig,
                           half_height]),
                 np.array([radius, radius, half_height]),
                 _random_material(rng, "stripes")))
+    if config.flat_fraction > 0.0:
+        for index in range(num_fixed, num_fixed + config.num_objects):
+            if extra.random() < config.flat_fraction:
+                primitive = primitives[index]
+                primitives[index] = dataclasses.replace(
+                    primitive, material=dataclasses.replace(
+                        primitive.material, pattern="flat"))
+    if config.texture_scale != 1.0:
+        primitives = [dataclasses.replace(p, material=dataclasses.replace(
+            p.material, period=p.material.period * config.texture_scale))
+            for p in primitives]
     return primitives
 
 
-def _make_cameras(config: SceneConfig, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Places the cameras on a spherical cap looking at the objects.
+def _camera_directions(config: SceneConfig,
+                        extra: np.random.Generator) -> np.ndarray:
+    """Unit directions `[V, 3]` from the look-at point to each camera.
 
-    Directions follow a Fibonacci spiral on the cap (near-uniform spacing
-    for any view count); distance, look-at point, roll and intrinsics get
-    small random perturbations, as real rigs have.
-
-    Returns:
-        `(intrinsics [V, 3, 3], cam_from_world [V, 4, 4])`, float64, pixels
-        and mm.
+    "cap": a Fibonacci spiral on the spherical cap (near-uniform spacing for
+    any view count); "ring": evenly spaced azimuths on a full circle at the
+    cap's elevation, jittered by up to a quarter step and 3 degrees in
+    elevation; "forward": every camera on the cap's axis (the grid offsets
+    are added in `_make_cameras`).
     """
     num_views = config.num_views
     elevation = np.radians(config.cap_elevation_deg)
     axis = np.array([0.0, -np.cos(elevation), np.sin(elevation)])
+    if config.camera_layout == "forward":
+        return np.tile(axis, (num_views, 1))
+    if config.camera_layout == "ring":
+        step = 2.0 * np.pi / num_views
+        azimuth = (-0.5 * np.pi + step * np.arange(num_views)
+                   + extra.uniform(-0.25, 0.25, num_views) * step)
+        tilt = elevation + np.radians(extra.uniform(-3.0, 3.0, num_views))
+        return np.stack([np.cos(tilt) * np.cos(azimuth),
+                         np.cos(tilt) * np.sin(azimuth), np.sin(tilt)], -1)
     # Orthonormal frame (e1, e2, axis) around the cap axis.
     e1 = np.array([1.0, 0.0, 0.0])
     e2 = np.cross(axis, e1)
@@ -462,9 +549,28 @@ def _make_cameras(config: SceneConfig, rng: np.random.Generator
         1.0 - np.cos(np.radians(config.cap_angle_deg)))
     sin_polar = np.sqrt(1.0 - cos_polar**2)
     azimuth = np.pi * (3.0 - np.sqrt(5.0)) * index  # golden angle steps
-    directions = (cos_polar[:, None] * axis
-                  + sin_polar[:, None] * (np.cos(azimuth)[:, None] * e1
-                                          + np.sin(azimuth)[:, None] * e2))
+    return (cos_polar[:, None] * axis
+            + sin_polar[:, None] * (np.cos(azimuth)[:, None] * e1
+                                    + np.sin(azimuth)[:, None] * e2))
+
+
+def _make_cameras(config: SceneConfig, rng: np.random.Generator,
+                  extra: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Places the cameras (`config.camera_layout`) looking at the objects.
+
+    Directions come from `_camera_directions`; distance, look-at point,
+    roll and intrinsics get small random perturbations, as real rigs have.
+    In the "forward" layout the cameras sit on a square-ish grid across the
+    axis, `forward_baseline * camera_distance` apart, and each looks at the
+    look-at point shifted by its own offset, so the views are parallel.
+
+    Returns:
+        `(intrinsics [V, 3, 3], cam_from_world [V, 4, 4])`, float64, pixels
+        and mm.
+    """
+    num_views = config.num_views
+    directions = _camera_directions(config, extra)
 
     distance = config.camera_distance * rng.uniform(0.97, 1.03, num_views)
     targets = rng.uniform(-10.0, 10.0, size=(num_views, 3)) + [0, 0, 20.0]
@@ -472,6 +578,17 @@ def _make_cameras(config: SceneConfig, rng: np.random.Generator
     focal_jitter = rng.uniform(0.99, 1.01, size=(num_views, 2))
     centre_jitter = rng.uniform(-0.02, 0.02, size=(num_views, 2))
 
+    if config.camera_layout == "forward":
+        columns = int(np.ceil(np.sqrt(num_views)))
+        grid = np.stack([np.arange(num_views) % columns,
+                         np.arange(num_views) // columns], -1).astype(float)
+        grid -= grid.mean(axis=0)
+        spacing = config.forward_baseline * config.camera_distance
+        elevation = np.radians(config.cap_elevation_deg)
+        across = np.array([1.0, 0.0, 0.0])
+        up = np.array([0.0, np.sin(elevation), np.cos(elevation)])
+        offsets = spacing * (grid[:, :1] * across + grid[:, 1:] * up)
+        targets = targets + offsets
     centres = targets + distance[:, None] * directions
     forward = targets - centres
     forward /= np.linalg.norm(forward, axis=-1, keepdims=True)
@@ -744,7 +861,8 @@ def _facing_normals(primitives: list[_Primitive], origin: np.ndarray,
 
 def _shade(primitives: list[_Primitive], noise: _ValueNoise,
            origin: np.ndarray, directions: np.ndarray, t: np.ndarray,
-           surface_id: np.ndarray, specular: float, shadows: bool
+           surface_id: np.ndarray, specular: float, shadows: bool,
+           light: np.ndarray = _LIGHT_DIRECTION, ambient: float = _AMBIENT
            ) -> tuple[np.ndarray, np.ndarray]:
     """Colours the hits of one view's rays.
 
@@ -757,6 +875,8 @@ def _shade(primitives: list[_Primitive], noise: _ValueNoise,
         surface_id: `[N]` int32 ids (-1 for none).
         specular: highlight strength.
         shadows: whether to cast shadow rays.
+        light: `[3]` unit direction towards the light.
+        ambient: ambient share of the shading.
 
     Returns:
         `(colour [N, 3] float64 in [0, 1], normals [N, 3])`: world-frame
@@ -786,20 +906,19 @@ def _shade(primitives: list[_Primitive], noise: _ValueNoise,
     view = -directions[rows] / np.linalg.norm(directions[rows], axis=1,
                                               keepdims=True)
     facing = normals[rows]
-    lambert = np.clip(facing @ _LIGHT_DIRECTION, 0.0, None)
+    lambert = np.clip(facing @ light, 0.0, None)
     lit = lambert > 0.0
     if shadows and lit.any():
         lit_rows = np.flatnonzero(lit)
         shadow_origins = (points[rows[lit_rows]]
                           + _SHADOW_OFFSET * facing[lit_rows])
         blocker_t, _ = _cast(primitives, shadow_origins,
-                             np.broadcast_to(_LIGHT_DIRECTION,
-                                             shadow_origins.shape))
+                             np.broadcast_to(light, shadow_origins.shape))
         lit[lit_rows] = np.isinf(blocker_t)
     lambert = np.where(lit, lambert, 0.0)
-    shaded = albedo[rows] * (_AMBIENT + (1.0 - _AMBIENT) * lambert)[:, None]
+    shaded = albedo[rows] * (ambient + (1.0 - ambient) * lambert)[:, None]
     if specular > 0.0:
-        halfway = view + _LIGHT_DIRECTION
+        halfway = view + light
         halfway /= np.linalg.norm(halfway, axis=1, keepdims=True)
         cos_h = np.clip(np.einsum("nc,nc->n", facing, halfway), 0.0, None)
         highlight = specular * specular_scale[rows] * cos_h**shininess[rows]
@@ -1072,9 +1191,16 @@ def render_scene(config: SceneConfig) -> dict:
         * `config`: the SceneConfig.
     """
     rng = np.random.default_rng(config.seed)
+    extra = np.random.default_rng([config.seed, 1])
     noise = _ValueNoise(rng)
-    primitives = _build_scene(config, rng)
-    intrinsics, cam_from_world = _make_cameras(config, rng)
+    primitives = _build_scene(config, rng, extra)
+    intrinsics, cam_from_world = _make_cameras(config, rng, extra)
+    light = np.asarray(config.light_direction, float)
+    light = light / np.linalg.norm(light)
+    shading = dict(specular=config.specular, shadows=config.shadows,
+                   light=light, ambient=config.ambient)
+    gains = 1.0 + extra.uniform(-config.exposure_jitter,
+                                config.exposure_jitter, config.num_views)
     height, width, num_views = config.height, config.width, config.num_views
 
     images = np.zeros((num_views, height, width, 3), dtype=np.uint8)
@@ -1102,7 +1228,7 @@ def render_scene(config: SceneConfig) -> dict:
             if config.supersample == 1:
                 colour, block_normals = _shade(
                     primitives, noise, origin, directions, t, surface_id,
-                    config.specular, config.shadows)
+                    **shading)
             else:
                 block_normals = _facing_normals(
                     primitives, origin, directions, t, surface_id)
@@ -1112,8 +1238,10 @@ def render_scene(config: SceneConfig) -> dict:
                     sub_t, sub_id = _cast(primitives, origin, sub_directions)
                     colour += _shade(primitives, noise, origin,
                                      sub_directions, sub_t, sub_id,
-                                     config.specular, config.shadows)[0]
+                                     **shading)[0]
                 colour /= len(pixel_shifts)
+            if config.exposure_jitter:
+                colour = np.clip(colour * gains[view], 0.0, 1.0)
             images[view].reshape(-1, 3)[block] = np.round(
                 colour * 255.0).astype(np.uint8)
             depths[view].reshape(-1)[block] = np.where(np.isfinite(t), t,
@@ -1263,6 +1391,87 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def randomized_config(seed: int, height: int = 128, width: int = 160,
+                      num_views: int = BENCHMARK_NUM_VIEWS,
+                      kind: Optional[str] = None) -> SceneConfig:
+    """A domain-randomised SceneConfig: scenes that do not all look alike.
+
+    Every scene draws its lighting (direction over the upper hemisphere,
+    ambient 0.15-0.45), texture scale (0.5-2x, log-uniform), specular
+    strength, object count (3-8), share of low-texture objects, exposure
+    jitter between views (up to 8 %), camera distance, cap size and focal
+    length. `kind` then stresses one thing real scenes have and the default
+    scenes lack (None draws it uniformly from `SCENE_KINDS`):
+
+    * "default": moderate values of everything;
+    * "low_texture": most objects nearly uniform, coarse textures;
+    * "repetitive": the checker wall and striped objects, fine textures;
+    * "glossy": strong, sharp highlights (view-dependent colour);
+    * "near": cameras close to the objects (a large depth range relative
+      to the distance); "far": far away with a long focal length (a thin
+      range);
+    * "ring": cameras all around the objects (Middlebury-like);
+    * "forward": a grid of parallel cameras facing the scene.
+
+    Args:
+        seed: the scene's seed (also seeds these draws).
+        height, width, num_views: image size and views.
+        kind: one of `SCENE_KINDS`, or None.
+
+    Returns:
+        The SceneConfig.
+    """
+    rng = np.random.default_rng([seed, 2])
+    if kind is None:
+        kind = SCENE_KINDS[rng.integers(len(SCENE_KINDS))]
+    if kind not in SCENE_KINDS:
+        raise ValueError(f"kind must be one of {SCENE_KINDS} or None. "
+                         f"Received: kind={kind!r}")
+    azimuth = rng.uniform(0.0, 2.0 * np.pi)
+    elevation = rng.uniform(np.radians(25.0), np.radians(80.0))
+    settings = dict(
+        height=height, width=width, num_views=num_views, seed=seed,
+        num_objects=int(rng.integers(3, 9)),
+        light_direction=(float(np.cos(elevation) * np.cos(azimuth)),
+                         float(np.cos(elevation) * np.sin(azimuth)),
+                         float(np.sin(elevation))),
+        ambient=float(rng.uniform(0.15, 0.45)),
+        texture_scale=float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))),
+        specular=float(rng.uniform(0.0, 0.5)),
+        flat_fraction=float(rng.uniform(0.0, 0.3)),
+        exposure_jitter=float(rng.uniform(0.0, 0.08)),
+        camera_distance=float(rng.uniform(450.0, 900.0)),
+        cap_elevation_deg=float(rng.uniform(35.0, 60.0)),
+        cap_angle_deg=float(rng.uniform(15.0, 28.0)),
+        focal_scale=float(rng.uniform(1.6, 2.6)),
+        low_texture=bool(rng.random() < 0.5),
+        repetitive=bool(rng.random() < 0.5),
+        occluders=bool(rng.random() < 0.6),
+    )
+    if kind == "low_texture":
+        settings.update(low_texture=True, flat_fraction=0.7,
+                        texture_scale=float(rng.uniform(1.5, 3.0)))
+    elif kind == "repetitive":
+        settings.update(repetitive=True,
+                        texture_scale=float(rng.uniform(0.4, 0.8)))
+    elif kind == "glossy":
+        settings.update(specular=float(rng.uniform(0.8, 1.5)))
+    elif kind == "near":
+        settings.update(camera_distance=float(rng.uniform(300.0, 380.0)),
+                        focal_scale=float(rng.uniform(1.1, 1.5)))
+    elif kind == "far":
+        settings.update(camera_distance=float(rng.uniform(1300.0, 2000.0)),
+                        focal_scale=float(rng.uniform(3.5, 5.0)))
+    elif kind == "ring":
+        settings.update(camera_layout="ring",
+                        cap_elevation_deg=float(rng.uniform(20.0, 45.0)))
+    elif kind == "forward":
+        settings.update(camera_layout="forward",
+                        cap_elevation_deg=float(rng.uniform(15.0, 35.0)),
+                        forward_baseline=float(rng.uniform(0.04, 0.08)))
+    return SceneConfig(**settings)
 
 
 def benchmark_seeds(split: str) -> tuple[int, ...]:
