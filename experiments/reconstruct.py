@@ -14,8 +14,9 @@ DIR/sparse or DIR/sparse/0) with its undistorted images (`--images`, or an
 A COLMAP model is converted first (`keras_mvs.data.colmap`) into
 OUT/mvsnet_scene/, which holds the cams, depth ranges and pair.txt used.
 
-`--model` is a training work directory, a `.keras` file or an exported
-SavedModel. Outputs under OUT: `depth/`, `confidence/`, `previews/`,
+`--model` is a preset name (`keras_mvs.presets`; the default is the shipped
+`synthetic_unity`), a training work directory, a `.keras` file or an
+exported SavedModel. Outputs under OUT: `depth/`, `confidence/`, `previews/`,
 `cams/` (K at the depth-map resolution), `images/` (the network-size
 reference images), `fused.ply` and `summary.json` (written last).
 `--num-depths` rebuilds a Keras network with other hypotheses per stage and
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scene", required=True,
                         help="MVSNet-layout folder or COLMAP model folder")
     parser.add_argument("--model",
-                        help="work directory, .keras file or SavedModel")
+                        help="preset name, work directory, .keras file or "
+                        "SavedModel (default: the synthetic_unity preset)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--images",
                         help="COLMAP input: the undistorted images folder")
@@ -207,7 +209,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.model:
-        parser.exit(2, f"reconstruct: error: {NO_MODEL_MESSAGE}\n")
+        from keras_mvs import presets
+
+        if not presets.is_preset(presets.DEFAULT_PRESET):
+            parser.exit(2, f"reconstruct: error: {NO_MODEL_MESSAGE}\n")
+        args.model = presets.DEFAULT_PRESET
+        print(f"No --model given: using the shipped preset "
+              f"{args.model!r} ({presets.preset_info(args.model)['description']})")
     try:
         render_width, render_height = (
             int(v) for v in args.render_size.lower().split("x"))

@@ -64,6 +64,10 @@ def parse_args(argv: Sequence[str], description: str, default_config: str):
                         "tfds:NAME[/CONFIG]")
     parser.add_argument("--objective", default=None,
                         choices=trainer_lib.OBJECTIVES)
+    parser.add_argument("--init", default=None, metavar="MODEL",
+                        help="start from these weights: a preset name "
+                        "(e.g. synthetic_unity), a work directory or a "
+                        ".keras file")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny, fast run (under 2 minutes on a CPU)")
     args, rest = parser.parse_known_args(argv)
@@ -140,10 +144,79 @@ def resolve_config(args, overrides) -> ml_collections.ConfigDict:
     if args.objective is not None:
         config.loss.objective = args.objective
     apply_overrides(config, overrides)
+    if args.init is not None:
+        config.model.init = args.init
+    if config.model.init:
+        adopt_init_architecture(config)
     if config.loss.objective == "unsupervised_unity":
         # The objective is defined on the unity head (DESIGN.md section 1).
         config.model.head = "unity"
     return config
+
+
+# The network settings that the weights depend on (or were learned with):
+# a run started from a model takes them from it.
+_WEIGHT_SETTINGS = ("aggregation", "base_channels", "groups",
+                    "input_normalization", "warp_sampling")
+
+
+def init_network(init: str) -> keras.Model:
+    """The Keras network of `--init`: a preset, work directory or .keras."""
+    from keras_mvs import inference
+
+    network = inference.load_model(init).network
+    if network is None:
+        raise ValueError(f"--init {init}: a SavedModel holds no trainable "
+                         "Keras network; give a preset name, a work "
+                         "directory or a .keras file")
+    return network
+
+
+def adopt_init_architecture(config: ml_collections.ConfigDict) -> None:
+    """Sets the config's network settings to those of `config.model.init`.
+
+    The head follows the objective: `unsupervised` trains the soft-argmin
+    head (CL-MVSNet's photometric loss needs a differentiable depth),
+    `unsupervised_unity` the unity head, `supervised` keeps the init
+    model's. The logits mean the same hypotheses under either head, so the
+    weights carry over.
+    """
+    from keras_mvs import presets
+
+    if presets.is_preset(config.model.init):
+        settings = presets.preset_info(config.model.init)["network"]
+    else:
+        settings = init_network(config.model.init).get_config()
+    for key in _WEIGHT_SETTINGS:
+        if key in settings:
+            config.model[key] = settings[key]
+    if config.loss.objective == "unsupervised":
+        config.model.head = "regression"
+    elif config.loss.objective == "supervised":
+        config.model.head = settings.get("head", config.model.head)
+
+
+def load_init_weights(network: keras.Model, init: str) -> int:
+    """Copies every variable of the `--init` model into `network` by path.
+
+    Returns:
+        The number of variables copied.
+
+    Raises:
+        ValueError: the two networks' variables differ (names or shapes).
+    """
+    source = {v.path.partition("/")[2]: v for v in init_network(init).variables}
+    target = {v.path.partition("/")[2]: v for v in network.variables}
+    mismatched = sorted(
+        set(source) ^ set(target)
+        | {k for k in set(source) & set(target)
+           if tuple(source[k].shape) != tuple(target[k].shape)})
+    if mismatched:
+        raise ValueError(f"--init {init}: its variables do not fit the "
+                         f"network; differing: {mismatched[:5]}")
+    for key, variable in target.items():
+        variable.assign(source[key])
+    return len(target)
 
 
 def steps_per_epoch(config) -> int:
@@ -218,6 +291,7 @@ def build_network(config, num_replicas: int = 1) -> keras.Model:
         groups=model.groups,
         num_depths_base=model.num_depths_base,
         input_normalization=model.input_normalization,
+        warp_sampling=model.warp_sampling,
         xla_warp=model.xla_warp,
         sync_batchnorm=model.sync_batchnorm and num_replicas > 1,
     )
@@ -435,6 +509,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         network = build_network(config, replicas)
         trainer = build_trainer(config, network)
         trainer(trainer_lib.network_inputs(first_batch))  # builds the weights
+        if config.model.init:
+            count = load_init_weights(network, config.model.init)
+            print(f"Initialised {count} variables from {config.model.init} "
+                  f"(aggregation {config.model.aggregation}, head "
+                  f"{config.model.head}).", flush=True)
 
     steps = config.train.steps
     period = min(config.train.log_every, steps)

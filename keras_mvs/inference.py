@@ -1,7 +1,8 @@
 """Loading trained models for inference, whatever form they were saved in.
 
-`--model PATH` in every entry point accepts a training work directory (with
-`model.keras`), a `.keras` file, an exported SavedModel folder (with
+`--model PATH` in every entry point accepts the name of a shipped preset
+(`keras_mvs.presets`, e.g. `synthetic_unity`), a training work directory
+(with `model.keras`), a `.keras` file, an exported SavedModel folder (with
 `saved_model.pb`), or a TF Serving base folder holding numbered versions (the
 highest is used). All of them load into a `Predictor` that maps the network's
 input dict to at least `depth [B,H,W]` and `confidence [B,H,W]`.
@@ -14,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from keras_mvs import export
+from keras_mvs import presets
 
 PathLike = Union[str, pathlib.Path]
 
@@ -23,7 +25,7 @@ class Predictor:
 
     Attributes:
         path: where the model was loaded from.
-        kind: `"keras"` or `"saved_model"`.
+        kind: `"preset"`, `"keras"` or `"saved_model"`.
         network: the Keras network (`None` for a SavedModel). Keras models
             also return per-stage outputs under `"stages"`.
         network_config: for a SavedModel written by `keras_mvs.export`, the
@@ -61,7 +63,7 @@ class Predictor:
 
 
 def load_model(path: PathLike) -> Predictor:
-    """Loads a work directory, `.keras` file or SavedModel for inference.
+    """Loads a preset, work directory, `.keras` file or SavedModel.
 
     Raises:
         FileNotFoundError: nothing loadable at `path`; the message lists the
@@ -70,6 +72,9 @@ def load_model(path: PathLike) -> Predictor:
             gives `depth` and `confidence`, or with an unreadable network
             config (`keras_mvs.export.NETWORK_CONFIG_FILE`).
     """
+    if presets.is_preset(str(path)) and not pathlib.Path(path).exists():
+        return Predictor(pathlib.Path(str(path)), "preset",
+                         network=presets.load_preset(str(path)))
     path = pathlib.Path(path)
     if path.is_dir() and (path / "model.keras").is_file():
         path = path / "model.keras"
@@ -103,7 +108,9 @@ def load_model(path: PathLike) -> Predictor:
         predictor._loaded = loaded  # keeps the variables alive
         return predictor
     raise FileNotFoundError(
-        f"--model {path}: expected a training work directory containing "
+        f"--model {path}: expected a preset name "
+        f"({', '.join(sorted(presets.list_presets())) or 'none shipped'}), "
+        "a training work directory containing "
         "model.keras, a .keras file, or an exported SavedModel folder "
         "containing saved_model.pb. Train one with `python -m "
         "experiments.train_clmvs` (or train_unimvs), or export one with "

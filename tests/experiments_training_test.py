@@ -414,3 +414,64 @@ def test_time_budget_stops_after_the_budget_and_says_where(monkeypatch,
     budget.on_train_end()
     assert ("Time budget of 0.5 min (train.max_minutes) reached: stopped "
             "after step 37.") in capsys.readouterr().out
+
+
+# === Starting from a model (--init) ===
+
+
+class TestInit:
+
+    @pytest.fixture(scope="class")
+    def init_model(self, tmp_path_factory):
+        from keras_mvs.models import CascadeMVSNet
+
+        network = CascadeMVSNet(num_depths=(8, 8, 8), base_channels=4,
+                                groups=4, aggregation="adaptive",
+                                head="unity")
+        network.build()
+        path = tmp_path_factory.mktemp("init") / "init.keras"
+        network.save(path)
+        return path, network
+
+    def test_architecture_follows_the_init_model_head_the_objective(
+            self, init_model):
+        path, _ = init_model
+        config = _config(["--smoke", "--init", str(path)])
+        # CL-MVSNet's config asks for group-wise aggregation with 8 base
+        # channels; the weights decide instead. `unsupervised` trains the
+        # soft-argmin head on the same logits.
+        assert config.model.init == str(path)
+        assert config.model.aggregation == "adaptive"
+        assert config.model.base_channels == 4
+        assert config.model.groups == 4
+        assert config.model.head == "regression"
+        config = _config(["--smoke", "--init", str(path), "--objective",
+                          "unsupervised_unity"])
+        assert config.model.head == "unity"
+        config = _config(["--smoke", "--init", str(path)],
+                         default=UNIMVS_CONFIG)
+        assert config.model.head == "unity"
+
+    def test_weights_are_copied(self, init_model):
+        path, source = init_model
+        config = _config(["--smoke", "--init", str(path)])
+        network = training.build_network(config)
+        network.build()
+        assert training.load_init_weights(network, str(path)) == len(
+            source.variables)
+        for ours, theirs in zip(network.variables, source.variables):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+    def test_a_model_that_does_not_fit_is_named(self, init_model):
+        path, _ = init_model
+        from keras_mvs.models import CascadeMVSNet
+
+        other = CascadeMVSNet(num_depths=(8, 8, 8), base_channels=8,
+                              aggregation="adaptive")
+        other.build()
+        with pytest.raises(ValueError, match="init.keras"):
+            training.load_init_weights(other, str(path))
+
+    def test_unknown_init_is_refused_before_training(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="preset name"):
+            _config(["--smoke", "--init", str(tmp_path / "missing")])

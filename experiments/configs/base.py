@@ -47,6 +47,13 @@ def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
     # statistics across them, as the reference trains (SyncBN); ignored on
     # one device.
     config.model.sync_batchnorm = True
+    # Where the plane-sweep warp samples the source: "exact" for networks
+    # trained here, "align_corners_false" for official checkpoints.
+    config.model.warp_sampling = "exact"
+    # Start from these weights: a preset name (keras_mvs.presets), a
+    # training work directory or a .keras file ("" = random init). The
+    # network then takes that model's architecture (`--init` sets it).
+    config.model.init = ""
 
     config.loss = ml_collections.ConfigDict()
     config.loss.objective = "supervised"

@@ -239,6 +239,23 @@ class CascadeMVSNet(keras.Model):
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "CascadeMVSNet":
+        """A shipped pretrained network (`keras_mvs.presets`), by name.
+
+        Args:
+            name: a preset name, e.g. "synthetic_unity"
+                (`keras_mvs.presets.list_presets()`).
+            **overrides: constructor arguments that do not change the
+                weights (`xla_warp`, `num_depths`, ...).
+
+        Returns:
+            The built network with the preset's weights.
+        """
+        from keras_mvs import presets
+
+        return presets.load_preset(name, **overrides)
+
     def _feature_channels(self) -> tuple:
         c = self.base_channels
         return (4 * c, 2 * c, c)
