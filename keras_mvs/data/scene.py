@@ -35,12 +35,17 @@ _IMAGE_SUFFIXES = ("jpg", "jpeg", "png")
 _IMAGE_NAME = re.compile(r"^(\d{8})\.(jpg|jpeg|png)$", re.IGNORECASE)
 _CAM_NAME = re.compile(r"^(\d{8})_cam\.txt$")
 
-# A principal point farther than this fraction of the image size from the
-# image centre marks intrinsics written for another image size (see
-# `MVSScene.camera`).
-_PRINCIPAL_POINT_TOLERANCE = 0.25
-# How close (relative) the estimated resize factor must be to a power of two.
-_POWER_OF_TWO_TOLERANCE = 0.1
+# Intrinsics fit an image when the principal point puts the image's implied
+# size (2 cx, 2 cy) within this fraction of its real size on both axes. Real
+# principal points sit within a few percent of the centre (DTU's cropped
+# training cams: 3.6 %); a K written for an image 0.75x or 1.5x the size is
+# off by 25 % or more.
+_SIZE_TOLERANCE = 0.15
+# Resize factors a K is snapped to when no other view of the scene tells the
+# size it was written for, and how close (relative) the estimate must be.
+_SNAP_FACTORS = (1 / 16, 1 / 8, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 4 / 3,
+                 3 / 2, 2.0, 3.0, 4.0, 8.0, 16.0)
+_SNAP_TOLERANCE = 0.05
 
 
 class SceneWarning(UserWarning):
@@ -267,20 +272,22 @@ class MVSScene:
     def camera(self, view_id: int) -> formats.Camera:
         """A view's camera, with K matched to the view's image size.
 
-        Detection rule: intrinsics belong to another image size when the
-        principal point lies farther than a quarter of the image size from
-        the image centre (|cx - W/2| > W/4 or |cy - H/2| > H/4). Real
-        principal points sit within a few percent of the centre, even for
-        the cropped DTU training cams, while a K written for an image twice
-        as large puts it at the image corner (raw office_room: cx = 1200,
-        cy = 795.5 for 2400x1591 photos).
+        Detection: K fits an image when the size its principal point implies,
+        (2 cx, 2 cy), is within 15 % of the image's size on both axes. Real
+        principal points sit within a few percent of the centre, while a K
+        written for an image 0.75x, 1.5x or 2x as large is off by 25 % or
+        more (raw office_room: cx = 1200, cy = 795.5 for photos stored at
+        1200x796).
 
-        Rescale: the factor is estimated as the mean of W / (2 cx) and
-        H / (2 cy) and snapped to the nearest power of two (2, 1/2, 1/4,
-        ...), the factors photo collections are downsampled by; fx, fy, cx,
-        cy are multiplied by it (no half-pixel shift, ALGORITHMS.md 1.8.2),
-        with a `SceneWarning`. An estimate farther than 10 % from a power of
-        two is an error rather than a guess.
+        Rescale (DESIGN.md 7), with a `SceneWarning`: when the scene's other
+        views tell the size the cam files were written for (the most common
+        image size among views whose K fits their image) and this K fits
+        that size, K's rows 0 and 1 are scaled by exactly the image's size
+        over that size, per axis. Otherwise the factor is estimated from the
+        principal point (it must agree on both axes within 5 %) and snapped
+        to the nearest common resize factor (powers of two, 1/3, 2/3, 3/4,
+        4/3, 3/2, 3) within 5 %; anything else is an error rather than a
+        guess. No half-pixel shift (ALGORITHMS.md 1.8.2).
 
         Args:
             view_id: the view.
@@ -291,38 +298,66 @@ class MVSScene:
 
         Raises:
             FormatError: malformed cam file, or intrinsics that match neither
-                the image size nor a power-of-two rescale of it.
+                the image size nor a rescale of it.
         """
         if view_id not in self._cameras:
             self._cameras[view_id] = self._read_camera(view_id)
         return dataclasses.replace(self._cameras[view_id])
 
+    def _reference_size(self) -> tuple[int, int] | None:
+        """The most common image size among views whose K fits their image
+        (the size the scene's cam files were written for), or None."""
+        if not hasattr(self, "_reference"):
+            counts: dict[tuple[int, int], int] = {}
+            for view_id in self.view_ids:
+                try:
+                    camera = formats.read_cam_file(self._cam_paths[view_id])
+                    size = self.image_size(view_id)
+                except (ValueError, OSError):
+                    continue  # reported when that view itself is read
+                if _fits(camera.intrinsics, *size):
+                    counts[size] = counts.get(size, 0) + 1
+            self._reference = (max(counts, key=counts.get) if counts
+                               else None)
+        return self._reference
+
     def _read_camera(self, view_id: int) -> formats.Camera:
         self._check_view(view_id)
-        camera = formats.read_cam_file(self._cam_paths[view_id])
+        path = self._cam_paths[view_id]
+        camera = formats.read_cam_file(path)
         height, width = self.image_size(view_id)
-        cx, cy = camera.intrinsics[0, 2], camera.intrinsics[1, 2]
-        if (abs(cx - width / 2) <= _PRINCIPAL_POINT_TOLERANCE * width
-                and abs(cy - height / 2)
-                <= _PRINCIPAL_POINT_TOLERANCE * height):
+        if _fits(camera.intrinsics, height, width):
             return camera
-        estimate = 0.5 * (width / (2 * cx) + height / (2 * cy)) if (
-            cx > 0 and cy > 0) else float("nan")
-        snapped = 2.0 ** round(math.log2(estimate)) if estimate > 0 else 0.0
-        if not (snapped > 0 and abs(estimate / snapped - 1)
-                <= _POWER_OF_TWO_TOLERANCE):
-            raise formats.FormatError(
-                f"scene {self.name}, view {view_id}: "
-                f"{self._cam_paths[view_id]}", None,
-                f"intrinsics for the {width}x{height} image (principal point "
-                "near the centre) or for a power-of-two multiple of its size",
-                f"cx = {cx:g}, cy = {cy:g}", quote=False)
+        cx, cy = camera.intrinsics[0, 2], camera.intrinsics[1, 2]
+        reference = self._reference_size()
+        if (reference is not None and reference != (height, width)
+                and _fits(camera.intrinsics, *reference)):
+            scale_x, scale_y = width / reference[1], height / reference[0]
+            reason = (f"the scene's other cams are for "
+                      f"{reference[1]}x{reference[0]} images")
+        else:
+            factor_x = width / (2 * cx) if cx > 0 else float("nan")
+            factor_y = height / (2 * cy) if cy > 0 else float("nan")
+            estimate = 0.5 * (factor_x + factor_y)
+            snapped = min(_SNAP_FACTORS, key=lambda f: abs(estimate / f - 1))
+            if not (abs(factor_x / factor_y - 1) <= _SNAP_TOLERANCE
+                    and abs(estimate / snapped - 1) <= _SNAP_TOLERANCE):
+                raise formats.FormatError(
+                    f"scene {self.name}, view {view_id}: {path}", None,
+                    f"intrinsics for the {width}x{height} image (principal "
+                    "point near the centre) or for a common resize of it "
+                    "(2x, 1.5x, 0.75x, ...)", f"cx = {cx:g}, cy = {cy:g}",
+                    quote=False)
+            scale_x = scale_y = snapped
+            reason = "its principal point is not near the image centre"
         warnings.warn(
-            f"scene {self.name}, view {view_id}: principal point ({cx:g}, "
-            f"{cy:g}) does not fit the {width}x{height} image; scaling the "
-            f"intrinsics by {snapped:g}", SceneWarning, stacklevel=3)
+            f"scene {self.name}, view {view_id}: {path.name} does not fit "
+            f"the {width}x{height} image ({reason}: principal point "
+            f"({cx:g}, {cy:g})); scaling the intrinsics by "
+            f"{_factor_text(scale_x, scale_y)}", SceneWarning, stacklevel=3)
         intrinsics = camera.intrinsics.copy()
-        intrinsics[:2] *= snapped
+        intrinsics[0] *= scale_x
+        intrinsics[1] *= scale_y
         camera.intrinsics = intrinsics
         return camera
 
@@ -453,6 +488,20 @@ class MVSScene:
     def __repr__(self) -> str:
         return (f"MVSScene({str(self.root)!r}: {len(self.view_ids)} views, "
                 f"{len(self.pairs)} with pairs)")
+
+
+def _fits(intrinsics: np.ndarray, height: int, width: int) -> bool:
+    """Whether K's implied size (2 cx, 2 cy) is within `_SIZE_TOLERANCE` of
+    `width x height` on both axes."""
+    cx, cy = intrinsics[0, 2], intrinsics[1, 2]
+    return (abs(2 * cx / width - 1) <= _SIZE_TOLERANCE
+            and abs(2 * cy / height - 1) <= _SIZE_TOLERANCE)
+
+
+def _factor_text(scale_x: float, scale_y: float) -> str:
+    if scale_x == scale_y:
+        return f"{scale_x:g}"
+    return f"{scale_x:g} (x) and {scale_y:g} (y)"
 
 
 def _index_files(

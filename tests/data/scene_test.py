@@ -155,14 +155,16 @@ def test_sixteen_bit_image_is_rejected(tmp_path, strict_warnings):
 
 def test_intrinsics_for_a_larger_image_are_rescaled(tmp_path):
     root = _make_scene(tmp_path / "s", num_views=2)
-    # K written for the 4x larger original (cx = 64 for 128 px wide).
+    # K written for the 4x larger original (cx = 64 for 128 px wide), and
+    # no other view written for that size: the factor is snapped.
     data.write_cam_file(root / "cams" / "00000001_cam.txt",
                         _camera(focal=120.0, cx=64.2, cy=47.6))
     scene = data.MVSScene(root)
     with pytest.warns(scene_lib.SceneWarning,
-                      match=r"scene s, view 1: principal point \(64.2, 47.6\) "
-                      r"does not fit the 32x24 image; scaling the intrinsics "
-                      r"by 0.25"):
+                      match=r"scene s, view 1: 00000001_cam.txt does not fit "
+                      r"the 32x24 image \(its principal point is not near "
+                      r"the image centre: principal point \(64.2, 47.6\)\); "
+                      r"scaling the intrinsics by 0.25"):
         camera = scene.camera(1)
     np.testing.assert_allclose(
         camera.intrinsics, [[30.0, 0.0, 16.05], [0.0, 30.0, 11.9],
@@ -173,14 +175,52 @@ def test_intrinsics_for_a_larger_image_are_rescaled(tmp_path):
         scene.camera(0)
 
 
-def test_intrinsics_matching_no_power_of_two_are_an_error(tmp_path):
+@pytest.mark.parametrize("factor", [0.75, 1.5, 0.5])
+def test_an_image_resized_alone_rescales_its_intrinsics_exactly(tmp_path,
+                                                                factor):
+    # Four views, one of whose images was stored at another size with its
+    # cam left as is: the other views say which size the cams describe, so
+    # K is scaled by the exact size ratio per axis (the principal point
+    # alone would not tell 0.75x).
+    root = _make_scene(tmp_path / "s", num_views=4)
+    width, height = round(_WIDTH * factor), round(_HEIGHT * factor)
+    Image.fromarray(_image(2)).resize((width, height)).save(
+        root / "images" / "00000002.png")
+    scene = data.MVSScene(root)
+    original = data.read_cam_file(root / "cams" / "00000002_cam.txt")
+    with pytest.warns(scene_lib.SceneWarning,
+                      match=r"view 2: 00000002_cam.txt does not fit the "
+                      rf"{width}x{height} image \(the scene's other cams are "
+                      rf"for {_WIDTH}x{_HEIGHT} images"):
+        camera = scene.camera(2)
+    expected = original.intrinsics.copy()
+    expected[0] *= width / _WIDTH
+    expected[1] *= height / _HEIGHT
+    np.testing.assert_allclose(camera.intrinsics, expected, rtol=0,
+                               atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scene.camera(1)  # the others are untouched
+
+
+def test_a_whole_scene_resized_by_one_and_a_half_is_rescaled(tmp_path):
+    root = _make_scene(tmp_path / "s", num_views=2)
+    for view in (0, 1):
+        data.write_cam_file(root / "cams" / f"{view:08d}_cam.txt",
+                            _camera(cx=24.0, cy=18.0))  # for 48x36 images
+    with pytest.warns(scene_lib.SceneWarning, match="by 0.666667"):
+        camera = data.MVSScene(root).camera(1)
+    assert camera.intrinsics[0, 2] == pytest.approx(16.0)
+
+
+def test_intrinsics_matching_no_common_resize_are_an_error(tmp_path):
     root = _make_scene(tmp_path / "s", num_views=2)
     data.write_cam_file(root / "cams" / "00000001_cam.txt",
-                        _camera(cx=48.0, cy=36.0))  # a 1.5x larger image
+                        _camera(cx=19.5, cy=14.6))  # a 1.22x larger image
     with pytest.raises(data.FormatError,
                        match=r"scene s, view 1: .*00000001_cam.txt: expected "
-                       r"intrinsics for the 32x24 image .* found cx = 48, "
-                       r"cy = 36"):
+                       r"intrinsics for the 32x24 image .* found cx = 19.5, "
+                       r"cy = 14.6"):
         data.MVSScene(root).camera(1)
 
 
