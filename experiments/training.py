@@ -151,6 +151,7 @@ def resolve_config(args, overrides) -> ml_collections.ConfigDict:
     if config.loss.objective == "unsupervised_unity":
         # The objective is defined on the unity head (DESIGN.md section 1).
         config.model.head = "unity"
+    validate_config(config)
     return config
 
 
@@ -219,6 +220,54 @@ def load_init_weights(network: keras.Model, init: str) -> int:
     return len(target)
 
 
+# Numeric fields and their allowed ranges: (section.key, minimum, what).
+_RANGES = (
+    ("data.height", 32, "a multiple of 32"),
+    ("data.width", 32, "a multiple of 32"),
+    ("data.num_views", 2, "the reference and at least one source"),
+    ("data.batch_size", 1, "at least one example"),
+    ("data.synthetic_views", 2, "views per synthetic scene"),
+    ("model.base_channels", 1, "channels"),
+    ("model.num_depths_base", 2, "hypotheses"),
+    ("train.steps", 1, "optimizer steps"),
+    ("train.log_every", 1, "steps per logging period"),
+    ("train.keep_checkpoints", 1, "checkpoints kept"),
+    ("eval.num_views", 2, "the reference and at least one source"),
+)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks value ranges before anything is built.
+
+    Raises:
+        ValueError: naming the field as `--config.KEY=VALUE`, what was found
+            and what was expected.
+    """
+    def fail(key, value, expected):
+        raise ValueError(f"--config.{key}={value!r}: expected {expected}")
+
+    for key, minimum, what in _RANGES:
+        section, field = key.split(".")
+        value = config[section][field]
+        if not isinstance(value, int) or isinstance(value, bool) or (
+                value < minimum):
+            fail(key, value, f"an integer >= {minimum} ({what})")
+    for key in ("data.height", "data.width"):
+        section, field = key.split(".")
+        if config[section][field] % 32:
+            fail(key, config[section][field], "a multiple of 32")
+    rate = config.optimizer.learning_rate
+    if not (isinstance(rate, float) and np.isfinite(rate) and rate > 0):
+        fail("optimizer.learning_rate", rate, "a finite number > 0")
+    minutes = config.train.max_minutes
+    if not (np.isfinite(minutes) and minutes >= 0):
+        fail("train.max_minutes", minutes, "minutes >= 0 (0: no budget)")
+    depths = tuple(config.model.num_depths)
+    if len(depths) != 3 or any(d < 8 or d % 8 for d in depths):
+        fail("model.num_depths", depths,
+             "three multiples of 8, one per stage, such as 48,32,8")
+
+
 def steps_per_epoch(config) -> int:
     """`train.steps_per_epoch`, at least 1 (it is `steps // 16` by default,
     0 for runs shorter than 16 steps)."""
@@ -257,9 +306,14 @@ def scene_dataset(spec: str, split: str, config) -> tf.data.Dataset:
         name, _, builder_config = spec[len("tfds:"):].partition("/")
         return tfds_source.scenes_from_tfds(
             name, split, config=builder_config or None)
+    dirs = scene_dirs(spec, split, config)
+    # Every cam and image header is read now: a bad file fails here with its
+    # name, not inside the input pipeline after the graph is built.
+    pipeline.check_folders(
+        dirs, num_views=config.data.num_views,
+        require_depth=config.loss.objective == "supervised")
     return pipeline.scene_dicts_from_folders(
-        scene_dirs(spec, split, config), height=config.data.height,
-        width=config.data.width)
+        dirs, height=config.data.height, width=config.data.width)
 
 
 def training_dataset(config) -> tf.data.Dataset:
@@ -331,26 +385,46 @@ def build_trainer(config, network: keras.Model) -> trainer_lib.MVSTrainer:
 # === Callbacks ===
 
 
-class StopOnNaN(keras.callbacks.Callback):
-    """Stops at the first non-finite loss and names the optimizer step.
+@tf.function(reduce_retracing=True)
+def _all_finite(variables) -> tf.Tensor:
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                          for v in variables])
 
-    The trainer zeroes the gradients of a non-finite step, so the weights stay
-    finite; `AtomicCheckpoint` writes nothing after this callback fired.
+
+def weights_finite(network: keras.Model) -> bool:
+    """Whether every weight of `network` (moving statistics included) is
+    finite."""
+    return bool(_all_finite(network.variables))
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops at the first non-finite loss or weight and names the step.
+
+    Both are checked after every step: a NaN learning rate, for one, leaves
+    the loss of the step finite and the weights it produced NaN. Once this
+    callback fired, `AtomicCheckpoint` and `GuardedBackup` write nothing, and
+    they check the weights themselves before writing, so every checkpoint
+    and backup holds finite weights. `last_checkpoint` is the newest one.
     """
 
-    def __init__(self):
+    def __init__(self, network: Optional[keras.Model] = None):
         super().__init__()
+        self.network = network
         self.failed_step: Optional[int] = None
         self.value = None
+        self.last_checkpoint: Optional[pathlib.Path] = None
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
+        step = int(self.model.optimizer.iterations.numpy())
         if loss is not None and not np.isfinite(float(loss)):
-            self.failed_step = int(self.model.optimizer.iterations.numpy())
-            self.value = float(loss)
+            self.failed_step, self.value = step, float(loss)
+        elif not weights_finite(self.network or self.model):
+            self.failed_step, self.value = step, "finite, but the update " \
+                "made weights non-finite"
+        if self.failed_step is not None:
             print(f"\nNon-finite loss ({self.value}) at step "
-                  f"{self.failed_step}: training stopped; the last good "
-                  "checkpoint is kept.", file=sys.stderr)
+                  f"{self.failed_step}: training stopped.", file=sys.stderr)
             self.model.stop_training = True
 
 
@@ -397,7 +471,7 @@ class GuardedBackup(keras.callbacks.BackupAndRestore):
         self.nan_guard = nan_guard
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.nan_guard.failed_step is None:
+        if self.nan_guard.failed_step is None and weights_finite(self.model):
             super().on_epoch_end(epoch, logs)
 
 
@@ -417,7 +491,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.keep = keep
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.nan_guard.failed_step is not None:
+        if self.nan_guard.failed_step is not None or not weights_finite(
+                self.network):
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         step = int(self.model.optimizer.iterations.numpy())
@@ -425,6 +500,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         tmp = self.directory / f".tmp-ckpt-{step:08d}.weights.h5"
         self.network.save_weights(tmp)
         os.replace(tmp, final)
+        self.nan_guard.last_checkpoint = final
         for old in sorted(self.directory.glob("ckpt-*.weights.h5"))[
                 :-self.keep]:
             old.unlink()
@@ -525,7 +601,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         finally:
             if not is_chief(strategy):
                 shutil.rmtree(workdir, ignore_errors=True)
-    nan_guard = StopOnNaN()
+    nan_guard = StopOnNaN(network)
     callbacks = [
         nan_guard,
         GuardedBackup(nan_guard, str(workdir / "backup"),
@@ -543,10 +619,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                 steps_per_epoch=period, callbacks=callbacks,
                 verbose=1 if sys.stdout.isatty() else 2)
     if nan_guard.failed_step is not None:
+        kept = (f"the last good checkpoint is {nan_guard.last_checkpoint}"
+                if nan_guard.last_checkpoint is not None else
+                "no checkpoint was written before it (the first is written "
+                f"at step {period})")
+        backup = ("backup/ holds the last finished period, with finite "
+                  "weights" if any((workdir / "backup").glob("*")) else
+                  "nothing was backed up")
         raise FloatingPointError(
             f"training stopped: the loss was {nan_guard.value} at step "
-            f"{nan_guard.failed_step}; the last good checkpoint is in "
-            f"{workdir / 'checkpoints'}")
+            f"{nan_guard.failed_step}; {kept}; {backup}")
 
     tmp = workdir / ".tmp-model.keras"
     network.save(tmp)
@@ -659,7 +741,13 @@ def evaluate_heldout(config, network: keras.Model) -> Dict[str, float]:
 def main(argv: Sequence[str], name: str, description: str,
          default_config: str) -> int:
     args, overrides = parse_args(argv, description, default_config)
-    config = resolve_config(args, overrides)
+    try:
+        config = resolve_config(args, overrides)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        # A user's mistake: one line naming the field or file, no traceback.
+        print(f"{name}: error: {error.args[0] if error.args else error}",
+              file=sys.stderr)
+        return 2
     workdir = pathlib.Path(args.workdir) if args.workdir else (
         default_workdir(name))
     print(f"{name}: objective {config.loss.objective}, data "
@@ -669,6 +757,11 @@ def main(argv: Sequence[str], name: str, description: str,
     except FloatingPointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except (ValueError, FileNotFoundError) as error:
+        # Bad data (pipeline.check_folders names every bad file) or a
+        # batch that does not split over the replicas.
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return 2
     print(f"\nDone. Outputs in {workdir}/: config.json, logs/ "
           "(tensorboard --logdir "
           f"{workdir / 'logs'}), checkpoints/, model.keras")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -475,3 +476,72 @@ class TestInit:
     def test_unknown_init_is_refused_before_training(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="preset name"):
             _config(["--smoke", "--init", str(tmp_path / "missing")])
+
+
+# === Bad values and bad data (no training) ===
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.steps=-5", r"train.steps=-5: expected an integer >= 1"),
+    ("--config.data.batch_size=0", r"data.batch_size=0: expected an integer"),
+    ("--config.data.num_views=1", r"data.num_views=1: expected an integer "
+     r">= 2"),
+    ("--config.data.height=100", r"data.height=100: expected a multiple of "
+     r"32"),
+    ("--config.optimizer.learning_rate=nan", r"learning_rate=nan: expected "
+     r"a finite number > 0"),
+    ("--config.model.num_depths=48,30,8", r"num_depths=\(48, 30, 8\): "
+     r"expected three multiples of 8"),
+])
+def test_config_ranges(override, message):
+    with pytest.raises(ValueError, match=message):
+        _config(["--smoke", override])
+
+
+def test_main_reports_a_bad_config_in_one_line(capsys):
+    assert training.main(["--smoke", "--config.train.stepz=3"], "clmvs",
+                         "test", CLMVS_CONFIG) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--config.train.stepz: no such field" in err[0]
+
+
+class TestNanGuard:
+
+    @pytest.fixture()
+    def network(self):
+        from keras_mvs.models import CascadeMVSNet
+
+        model = CascadeMVSNet(num_depths=(8, 8, 8), base_channels=4,
+                              groups=4)
+        model.build()
+        model.optimizer = keras.optimizers.Adam()
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    def test_nan_weights_stop_training_and_are_never_written(
+            self, network, tmp_path):
+        guard = training.StopOnNaN(network)
+        guard.set_model(network)
+        checkpoint = training.AtomicCheckpoint(tmp_path, network, guard)
+        checkpoint.set_model(network)
+        checkpoint.on_epoch_end(0)
+        written = sorted(tmp_path.glob("ckpt-*.weights.h5"))
+        assert len(written) == 1 and guard.last_checkpoint == written[0]
+        # A finite loss whose update made the weights NaN (a NaN or huge
+        # learning rate): the step fails and nothing more is written.
+        variable = network.trainable_variables[0]
+        variable.assign(np.full(variable.shape, np.nan, np.float32))
+        guard.on_train_batch_end(0, {"loss": 0.5})
+        assert guard.failed_step == 0 and network.stop_training
+        checkpoint.on_epoch_end(1)
+        assert sorted(tmp_path.glob("ckpt-*.weights.h5")) == written
+
+    def test_checkpoint_refuses_non_finite_weights_by_itself(
+            self, network, tmp_path):
+        guard = training.StopOnNaN(network)
+        checkpoint = training.AtomicCheckpoint(tmp_path, network, guard)
+        checkpoint.set_model(network)
+        variable = network.variables[-1]
+        variable.assign(np.full(variable.shape, np.inf, np.float32))
+        checkpoint.on_epoch_end(0)
+        assert not list(tmp_path.glob("*.h5"))

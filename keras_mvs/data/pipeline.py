@@ -304,6 +304,72 @@ def scene_dicts_from_folders(
     return dataset.apply(tf.data.experimental.assert_cardinality(len(dirs)))
 
 
+def check_folders(dirs: Sequence[PathLike], num_views: int = 2,
+                  num_depths: int = 192, interval_scale: float = 1.06,
+                  require_depth: bool = False) -> None:
+    """Reads every camera and image header of the scenes before training.
+
+    A malformed cam file, an unreadable image or a bad depth range would
+    otherwise surface inside the input pipeline after the first steps, and
+    a folder whose views never see each other would leave the pipeline
+    looking for a view tuple forever. This reads what is cheap to read
+    (cam files, pair.txt, image headers, not the pixels) and raises one
+    error listing what is wrong.
+
+    Args:
+        dirs: scene folders.
+        num_views: views per tuple (the reference and num_views - 1
+            sources; sources are repeated when a reference has fewer).
+        num_depths, interval_scale: as `scene_dicts_from_folders`.
+        require_depth: every usable view needs `depths/ID.pfm`.
+
+    Raises:
+        FileNotFoundError / FormatError: a folder lacks cams/, images/ or
+            pair.txt, or pair.txt is malformed.
+        ValueError: bad files (each named with what was expected), or no
+            reference view with a source view in any scene.
+    """
+    if num_views < 2:
+        raise ValueError(f"num_views must be at least 2; received {num_views}")
+    problems, usable = [], 0
+    for folder in dirs:
+        scene = scene_lib.MVSScene(folder)
+        good = set()
+        for view_id in scene.view_ids:
+            try:
+                camera = scene.camera(view_id)
+                scene.image_size(view_id)
+                first, last = camera.depth_range(num_depths, interval_scale)
+                if not (np.isfinite([first, last]).all() and 0 < first < last):
+                    raise ValueError(
+                        f"{scene.root / 'cams' / f'{view_id:08d}_cam.txt'}: "
+                        f"expected a depth range 0 < first < last, found "
+                        f"({first:g}, {last:g})")
+                if require_depth and not (
+                        scene.root / "depths" / f"{view_id:08d}.pfm"
+                ).is_file():
+                    raise ValueError(
+                        f"{scene.root / 'depths' / f'{view_id:08d}.pfm'}: "
+                        "missing (this objective trains on ground-truth "
+                        "depth)")
+                good.add(view_id)
+            except (formats.FormatError, ValueError, OSError) as error:
+                problems.append(str(error))
+        usable += sum(1 for ref, sources in scene.pairs
+                      if ref in good and any(s in good for s, _ in sources))
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = (f" (and {len(problems) - 5} more)" if len(problems) > 5
+                else "")
+        raise ValueError(f"{len(problems)} bad view(s): {shown}{more}. Fix "
+                         "or remove these files.")
+    if not usable:
+        raise ValueError(
+            f"no view of {', '.join(str(d) for d in dirs)} has a source view "
+            "it sees (pair.txt): training needs scenes with at least 2 "
+            "views that overlap.")
+
+
 # === View selection ===
 
 
