@@ -114,6 +114,18 @@ def _pointcloud_command(args) -> Dict[str, float]:
     return metrics
 
 
+def _at_least_two(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 2 (the reference and at least one "
+            f"source); received {text!r}")
+    return value
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -122,7 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        help="work directory, .keras file or SavedModel")
     depth.add_argument("--data", default="",
                        help="'' (held-out synthetic scenes) or a folder")
-    depth.add_argument("--views", type=int, default=5)
+    depth.add_argument("--views", type=_at_least_two, default=5,
+                       help="views per tuple, reference included (>= 2)")
     depth.add_argument("--height", type=int, default=128)
     depth.add_argument("--width", type=int, default=160)
     depth.add_argument("--max-views-per-scene", type=int, default=0)
@@ -140,10 +153,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for sub in (depth, cloud):
         sub.add_argument("--out", help="also write the metrics as JSON")
     args = parser.parse_args(argv)
-    if args.command == "depth":
-        metrics = _depth_command(args)
-    else:
-        metrics = _pointcloud_command(args)
+    try:
+        if args.command == "depth":
+            metrics = _depth_command(args)
+        else:
+            metrics = _pointcloud_command(args)
+    except (FileNotFoundError, ValueError) as error:
+        # Missing or unreadable models, scenes and clouds name themselves.
+        print(f"evaluate {args.command}: error: {error}", file=sys.stderr)
+        return 2
     for key, value in metrics.items():
         print(f"{key}: {value:.6g}" if isinstance(value, float)
               else f"{key}: {value}")

@@ -601,6 +601,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         finally:
             if not is_chief(strategy):
                 shutil.rmtree(workdir, ignore_errors=True)
+    check_backup(workdir / "backup")
     nan_guard = StopOnNaN(network)
     callbacks = [
         nan_guard,
@@ -638,6 +639,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         metrics["train_steps"] = int(trainer.optimizer.iterations.numpy())
         write_json(workdir / "eval.json", metrics)
     return metrics
+
+
+def check_backup(backup: pathlib.Path) -> None:
+    """Refuses a damaged `backup/` before resuming from it.
+
+    Keras's BackupAndRestore falls back to `latest.weights.h5.bkp` when the
+    weights cannot be read, but reports neither file when both are damaged,
+    and a garbled `training_metadata.json` ends in a JSONDecodeError.
+
+    Raises:
+        ValueError: naming the damaged file and what to do.
+    """
+    advice = (f"delete {backup} to start the run over (checkpoints/ keeps "
+              "the periodic weights)")
+    weights = [backup / "latest.weights.h5",
+               backup / "latest.weights.h5.bkp"]
+    present = [path for path in weights if path.exists()]
+    if present:
+        import h5py
+
+        errors = []
+        for path in present:
+            try:
+                with h5py.File(path, "r") as handle:
+                    list(handle.keys())
+            except OSError as error:
+                errors.append(f"{path} ({error})")
+        if len(errors) == len(present):
+            raise ValueError(f"cannot resume: the backup weights cannot be "
+                             f"read: {'; '.join(errors)}; {advice}")
+    metadata = backup / "training_metadata.json"
+    if metadata.exists():
+        try:
+            epoch = json.loads(metadata.read_text())["epoch"]
+            if not isinstance(epoch, int) or epoch < 0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise ValueError(
+                f"cannot resume: {metadata} is not the JSON Keras writes "
+                '(expected {"epoch": N, "batch": M}); ' + advice) from None
 
 
 def make_strategy() -> tf.distribute.Strategy:

@@ -42,6 +42,7 @@ imports torch on demand (the optional `convert` extra).
 import dataclasses
 import os
 import re
+import zipfile
 import zlib
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -349,8 +350,18 @@ def load_state_dict(path: PathLike) -> dict:
         raise FileNotFoundError(f"No checkpoint file at {path!r}")
     extension = os.path.splitext(path)[1].lower()
     if extension == NPZ_EXTENSION:
-        with np.load(path, allow_pickle=False) as archive:
-            state_dict = {key: archive[key] for key in archive.files}
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                state_dict = {key: archive[key] for key in archive.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+            # numpy's own message ("pickled (object) data", "not a zip
+            # file") names no file and suggests unpickling.
+            found = _describe_unreadable(path)
+            detail = "" if found == "a text file" else f" ({error})"
+            raise ValueError(
+                f"Cannot read {path!r}: expected an .npz archive of the "
+                f"state_dict's arrays (numpy.savez), found {found}{detail}"
+            ) from None
     elif extension in TORCH_EXTENSIONS:
         state_dict = _load_torch(path)
     else:
@@ -361,6 +372,20 @@ def load_state_dict(path: PathLike) -> dict:
     if not state_dict:
         raise ValueError(f"The checkpoint {path!r} holds no tensors")
     return canonical_keys(state_dict)
+
+
+def _describe_unreadable(path: str) -> str:
+    """What a file that should be an .npz looks like: text, a truncated or
+    other zip, or binary data."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PK"):
+        return "a truncated or damaged zip archive"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "binary data that is not a zip archive"
 
 
 def _load_torch(path: str) -> dict:

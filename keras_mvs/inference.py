@@ -9,6 +9,7 @@ input dict to at least `depth [B,H,W]` and `confidence [B,H,W]`.
 """
 
 import pathlib
+import zipfile
 from typing import Dict, Optional, Union
 
 import keras
@@ -89,7 +90,16 @@ def load_model(path: PathLike) -> Predictor:
         # Importing the package registers the custom layers for loading.
         import keras_mvs.models  # noqa: F401
 
-        network = keras.saving.load_model(path, compile=False)
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"--model {path}: not a .keras model (a .keras file is a zip "
+                "archive; this one is truncated or another kind of file)")
+        try:
+            network = keras.saving.load_model(path, compile=False)
+        except Exception as error:  # Keras raises many kinds here
+            raise ValueError(f"--model {path}: the .keras file cannot be "
+                             f"loaded ({type(error).__name__}: {error})"
+                             ) from None
         return Predictor(path, "keras", network=network)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         loaded = tf.saved_model.load(str(path))

@@ -545,3 +545,30 @@ class TestNanGuard:
         variable.assign(np.full(variable.shape, np.inf, np.float32))
         checkpoint.on_epoch_end(0)
         assert not list(tmp_path.glob("*.h5"))
+
+
+class TestDamagedBackup:
+
+    def test_garbled_metadata_is_named(self, tmp_path):
+        (tmp_path / "training_metadata.json").write_text("{epoch: }")
+        with pytest.raises(ValueError, match=r"training_metadata.json is not "
+                           r"the JSON Keras writes.*delete"):
+            training.check_backup(tmp_path)
+
+    def test_unreadable_weights_are_named(self, tmp_path):
+        for name in ("latest.weights.h5", "latest.weights.h5.bkp"):
+            (tmp_path / name).write_bytes(b"\x89HDF\r\n" + b"0" * 100)
+        with pytest.raises(ValueError, match=r"latest.weights.h5 .*latest"
+                           r".weights.h5.bkp"):
+            training.check_backup(tmp_path)
+
+    def test_one_readable_copy_is_enough(self, tmp_path):
+        import h5py
+
+        with h5py.File(tmp_path / "latest.weights.h5.bkp", "w") as handle:
+            handle["x"] = np.zeros(3)
+        (tmp_path / "latest.weights.h5").write_bytes(b"truncated")
+        (tmp_path / "training_metadata.json").write_text(
+            '{"epoch": 3, "batch": 0}')
+        training.check_backup(tmp_path)
+        training.check_backup(tmp_path / "absent")

@@ -96,6 +96,78 @@ class ColmapConversion:
     num_points: List[int]
 
 
+# Parameters per COLMAP camera model id (colmap/sensor/models.h).
+_CAMERA_PARAMS = {0: 3, 1: 4, 2: 4, 3: 5, 4: 8, 5: 8, 6: 12, 7: 5, 8: 4,
+                  9: 5, 10: 12, 11: 16}
+
+
+def damaged_binary_file(model_dir: PathLike) -> Optional[str]:
+    """Walks the binary model files and says which one is damaged, or None.
+
+    COLMAP's layouts: `cameras.bin` is a uint64 count, then per camera
+    int32 id, int32 model, uint64 width, uint64 height and the model's
+    float64 parameters; `images.bin` a count, then per image int32 id, 7
+    float64 pose values, int32 camera id, a NUL-terminated name, a uint64
+    point count and 24 bytes per point; `points3D.bin` a count, then per
+    point uint64 id, 3 float64, 3 uint8, float64 error, a uint64 track
+    length and 8 bytes per track element.
+
+    Returns:
+        A message naming the file, the record and what was expected, or None
+        when every binary file present is structurally complete.
+    """
+    import struct
+
+    folder = pathlib.Path(model_dir)
+    for name in ("cameras.bin", "images.bin", "points3D.bin"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        size = len(data)
+
+        def need(offset, count, what, index):
+            if offset + count > size:
+                raise EOFError(f"{path}: truncated: the file ends inside "
+                               f"{what} {index} (byte {size}; expected at "
+                               f"least {offset + count})")
+            return offset + count
+
+        try:
+            need(0, 8, "the record count", 0)
+            (count,) = struct.unpack_from("<Q", data, 0)
+            offset = 8
+            for index in range(count):
+                if name == "cameras.bin":
+                    need(offset, 24, "camera", index)
+                    model = struct.unpack_from("<i", data, offset + 4)[0]
+                    if model not in _CAMERA_PARAMS:
+                        return (f"{path}: camera {index} has model id "
+                                f"{model}; expected one of COLMAP's 0-11")
+                    offset = need(offset, 24 + 8 * _CAMERA_PARAMS[model],
+                                  "camera", index)
+                elif name == "images.bin":
+                    offset = need(offset, 64, "image", index)
+                    end = data.find(b"\0", offset)
+                    if end < 0:
+                        raise EOFError(f"{path}: truncated: image {index}'s "
+                                       "name has no end")
+                    offset = need(end + 1, 8, "image", index)
+                    (points,) = struct.unpack_from("<Q", data, end + 1)
+                    offset = need(offset, 24 * points, "image", index)
+                else:
+                    need(offset, 51, "point", index)
+                    (track,) = struct.unpack_from("<Q", data, offset + 43)
+                    offset = need(offset, 51 + 8 * track, "point", index)
+            if offset != size:
+                return (f"{path}: {size - offset} bytes after the {count} "
+                        "records the header announces; expected the file to "
+                        "end there")
+        except EOFError as error:
+            return str(error)
+    return None
+
+
 def _has_model(folder: pathlib.Path) -> bool:
     return all(
         any((folder / f"{name}{suffix}").is_file()
@@ -234,6 +306,11 @@ def convert(
     images_dir = pathlib.Path(images_dir)
     if not images_dir.is_dir():
         raise ColmapError(f"images folder {images_dir} does not exist")
+    # pycolmap reads some truncated files without a word, and its errors
+    # ("unordered_map::at") name no file: check the layout first.
+    culprit = damaged_binary_file(model_dir)
+    if culprit:
+        raise ColmapError(culprit)
     try:
         reconstruction = pycolmap.Reconstruction(str(model_dir))
     except Exception as error:  # pycolmap raises plain RuntimeErrors
