@@ -64,16 +64,28 @@ class BatchNorm(keras.layers.BatchNormalization):
             x, tf.concat([[-1, num_groups], shape[1:]], 0))  # [B, G, ..., C]
         rank = len(inputs.shape) + 1
         axes = [0] + list(range(2, rank - 1))
-        # Values per group and channel, over all replicas when synchronized.
-        count = self._sum(tf.cast(tf.reduce_prod(tf.shape(grouped)) // (
-            tf.shape(grouped)[1] * tf.shape(grouped)[-1]), tf.float32))
-        # Two passes (mean, then squared deviations), as PyTorch computes
-        # them: E[x^2] - E[x]^2 loses digits in float32.
-        mean = self._sum(grouped, axes) / count  # [G, C]
+        count = tf.cast(tf.reduce_prod(tf.shape(grouped)) // (
+            tf.shape(grouped)[1] * tf.shape(grouped)[-1]), tf.float32)
         stats_shape = tf.concat(
             [[1, num_groups], tf.ones([rank - 3], tf.int32), [-1]], 0)
-        centred = grouped - tf.reshape(mean, stats_shape)
-        variance = self._sum(tf.square(centred), axes) / count
+        context = tf.distribute.get_replica_context()
+        if (self.synchronized and context is not None
+                and context.num_replicas_in_sync > 1):
+            # SyncBN: one all-reduce of the sums of x and x^2 and the count
+            # (one pass, as Keras's synchronized BatchNorm).
+            total, total_sq, count = context.all_reduce(
+                tf.distribute.ReduceOp.SUM,
+                [tf.reduce_sum(grouped, axis=axes),
+                 tf.reduce_sum(tf.square(grouped), axis=axes), count])
+            mean = total / count  # [G, C]
+            variance = tf.maximum(total_sq / count - tf.square(mean), 0.0)
+            centred = grouped - tf.reshape(mean, stats_shape)
+        else:
+            # Two passes (mean, then squared deviations), as PyTorch
+            # computes them: E[x^2] - E[x]^2 loses digits in float32.
+            mean = tf.reduce_mean(grouped, axis=axes)  # [G, C]
+            centred = grouped - tf.reshape(mean, stats_shape)
+            variance = tf.reduce_mean(tf.square(centred), axis=axes)
         self._update_moving_statistics(
             mean, variance * count / tf.maximum(count - 1.0, 1.0))
 
@@ -83,16 +95,6 @@ class BatchNorm(keras.layers.BatchNormalization):
         outputs = (centred * tf.reshape(scale, stats_shape)
                    + tf.reshape(beta * tf.ones_like(scale), stats_shape))
         return tf.cast(tf.reshape(outputs, shape), self.compute_dtype)
-
-    def _sum(self, x, axes=None):
-        """Sum over `axes`, then over the replicas when synchronized."""
-        if axes is not None:
-            x = tf.reduce_sum(x, axis=axes)
-        if self.synchronized:
-            context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                x = context.all_reduce(tf.distribute.ReduceOp.SUM, x)
-        return x
 
     def _update_moving_statistics(self, means, variances) -> None:
         """G successive momentum updates with `[G, C]` batch statistics.
