@@ -616,6 +616,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     ]
     if config.train.max_minutes > 0:
         callbacks.append(TimeBudget(config.train.max_minutes))
+    resumed_step = backup_step(workdir / "backup", period)
+    if resumed_step:
+        # The batches are a fixed sequence (seeded); a resumed run skips the
+        # ones already trained on, so it sees what an uninterrupted run
+        # would have seen from this step on.
+        dataset = dataset.skip(resumed_step)
     trainer.fit(dataset, epochs=max(steps // period, 1),
                 steps_per_epoch=period, callbacks=callbacks,
                 verbose=1 if sys.stdout.isatty() else 2)
@@ -679,6 +685,15 @@ def check_backup(backup: pathlib.Path) -> None:
             raise ValueError(
                 f"cannot resume: {metadata} is not the JSON Keras writes "
                 '(expected {"epoch": N, "batch": M}); ' + advice) from None
+
+
+def backup_step(backup: pathlib.Path, period: int) -> int:
+    """The optimizer step a run resumes from: the backup's finished periods
+    times the period (0 without a backup)."""
+    metadata = backup / "training_metadata.json"
+    if not metadata.exists():
+        return 0
+    return int(json.loads(metadata.read_text())["epoch"]) * period
 
 
 def make_strategy() -> tf.distribute.Strategy:

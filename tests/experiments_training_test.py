@@ -572,3 +572,57 @@ class TestDamagedBackup:
             '{"epoch": 3, "batch": 0}')
         training.check_backup(tmp_path)
         training.check_backup(tmp_path / "absent")
+
+
+# === Fault test: kill -9 at random points, resume, same result ===
+
+
+def _kill_after_backup(workdir, epoch):
+    """Starts (or resumes) the run and SIGKILLs it once its backup reaches
+    `epoch` periods, at a random moment of the next period."""
+    process = subprocess.Popen(
+        _command(workdir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    try:
+        while _backup_epoch(workdir) < epoch:
+            assert process.poll() is None, "the run ended before the kill"
+            assert time.monotonic() < deadline, "no backup in time"
+            time.sleep(0.05)
+        time.sleep(np.random.default_rng(epoch).uniform(0.0, 1.0))
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _final_weights(workdir):
+    import keras
+
+    import keras_mvs.models  # noqa: F401
+
+    model = keras.saving.load_model(pathlib.Path(workdir) / "model.keras",
+                                    compile=False)
+    return [v.numpy() for v in model.variables]
+
+
+@pytest.mark.large
+def test_killed_three_times_ends_where_an_uninterrupted_run_ends(tmp_path):
+    code, _, err, _ = _run(tmp_path / "straight")
+    assert code == 0, err[-3000:]
+    workdir = tmp_path / "killed"
+    kills = sorted(np.random.default_rng(7).choice(
+        np.arange(1, TOTAL_STEPS // PERIOD), size=3, replace=False))
+    for epoch in kills:
+        _kill_after_backup(workdir, int(epoch))
+        assert not (workdir / "model.keras").exists()
+    code, _, err, _ = _run(workdir)
+    assert code == 0, err[-3000:]
+    straight = _final_weights(tmp_path / "straight")
+    resumed = _final_weights(workdir)
+    assert len(straight) == len(resumed)
+    worst = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12))
+                for a, b in zip(straight, resumed))
+    print(f"kills after periods {list(kills)}; largest relative weight "
+          f"difference {worst:.2e}")
+    assert worst < 1e-4
