@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import sys
+import threading
+import time
 import warnings
 from typing import Iterable, Optional, Sequence, Tuple
 
@@ -192,6 +194,48 @@ class StatusLine:
         self.open = False
         self.width = 0
         self.stream.flush()
+
+
+class ticking:  # noqa: N801 (a context manager, used like a function)
+    """A stage line with a running clock while the block runs.
+
+        with console.ticking("loading the training data"):
+            ...
+
+    prints the text at once; on a terminal the line then shows the seconds
+    spent, updated every `tick_seconds`, and finally how long the stage
+    took. Off a terminal only the text is printed.
+    """
+
+    def __init__(self, text: str, stream=None, tick_seconds: float = 1.0):
+        self.text = text
+        self.status = StatusLine(stream)
+        self.tick_seconds = tick_seconds
+        self._done = threading.Event()
+        self._thread = None
+        self.start = None
+
+    def __enter__(self):
+        self.start = time.monotonic()
+        self.status.update(self.text, force=True)
+        if self.status.terminal:
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+        return self
+
+    def _tick(self):
+        while not self._done.wait(self.tick_seconds):
+            spent = format_duration(time.monotonic() - self.start)
+            self.status.update(f"{self.text} ({spent})")
+
+    def __exit__(self, *exc_info):
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            spent = format_duration(time.monotonic() - self.start)
+            self.status.close(f"{self.text} (took {spent})")
+        return False
 
 
 def format_duration(seconds: float) -> str:

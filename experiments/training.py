@@ -345,11 +345,12 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.stopped_at_step is not None:
-            # Keras's progress bar closes a stopped epoch at its full length
-            # ("100/100"), so say where training really stopped.
+            # Said in words too: the bar ends at the step reached.
             print(f"Time budget of {self.minutes:g} min "
                   f"(train.max_minutes) reached: stopped after step "
-                  f"{self.stopped_at_step}.", flush=True)
+                  f"{self.stopped_at_step}. model.keras and the evaluation "
+                  "use the weights of that step; a larger "
+                  "--config.train.max_minutes trains longer.", flush=True)
 
 
 class GuardedBackup(keras.callbacks.BackupAndRestore):
@@ -411,16 +412,19 @@ class RunProgress(keras.callbacks.Callback):
     it reached.
 
     On a terminal the bar is redrawn in place; otherwise one line is
-    printed every `print_every` steps and at the end.
+    printed every `print_every` steps, at the end, and whenever
+    `quiet_seconds` passed without one.
     """
 
     def __init__(self, total_steps: int, max_minutes: float = 0.0,
                  monitoring_only: bool = False, depth_unit: str = "mm",
                  print_every: int = 100, stream=None,
                  clock: Callable[[], float] = time.monotonic,
-                 tick_seconds: float = 1.0):
+                 tick_seconds: float = 1.0, quiet_seconds: float = 60.0):
         super().__init__()
         self.total_steps = total_steps
+        self.quiet_seconds = quiet_seconds
+        self.last_line = 0.0
         self.max_minutes = max_minutes
         self.monitoring_only = monitoring_only
         self.depth_unit = depth_unit
@@ -483,13 +487,19 @@ class RunProgress(keras.callbacks.Callback):
         if self.timed_from is None:
             self._stop_ticker()
             self.timed_from = (self.step, now)
+            self.last_line = now
             self.status.above(
                 f"step {self.step}/{self.total_steps}: the first step "
                 "(graph building) took "
                 f"{console.format_duration(now - self.start)}")
         elif (self.step % self.print_every == 0
               or self.step >= self.total_steps):
+            self.last_line = now
             self.status.above(self._period_text(now))
+        elif not self.status.terminal and (
+                now - self.last_line >= self.quiet_seconds):
+            self.last_line = now
+            self.status.above(self._text(now))
         if self.status.terminal:
             self.status.update(self._text(now))
 
@@ -685,13 +695,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if not config.data.spec:
         prepare_synthetic(config, [config.data.split] + (
             [] if multi_worker else [config.eval.split]))
-    console.stage("loading the training data and building the network")
-    dataset = training_dataset(config)
-    first_batch = next(iter(dataset))
-    with strategy.scope():
-        network = build_network(config, replicas)
-        trainer = build_trainer(config, network)
-        trainer(trainer_lib.network_inputs(first_batch))  # builds the weights
+    with console.ticking("loading the training data and building the "
+                         "network"):
+        dataset = training_dataset(config)
+        first_batch = next(iter(dataset))
+        with strategy.scope():
+            network = build_network(config, replicas)
+            trainer = build_trainer(config, network)
+            # Builds the weights.
+            trainer(trainer_lib.network_inputs(first_batch))
 
     steps = config.train.steps
     period = min(config.train.log_every, steps)
@@ -739,10 +751,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             f"{nan_guard.failed_step}; the last good checkpoint is in "
             f"{workdir / 'checkpoints'}")
 
-    console.stage("saving the network to model.keras")
-    tmp = workdir / ".tmp-model.keras"
-    network.save(tmp)
-    os.replace(tmp, workdir / "model.keras")
+    with console.ticking("saving the network to model.keras"):
+        tmp = workdir / ".tmp-model.keras"
+        network.save(tmp)
+        os.replace(tmp, workdir / "model.keras")
     metrics = evaluate_heldout(config, network)
     if metrics:
         metrics["train_steps"] = int(trainer.optimizer.iterations.numpy())
@@ -849,15 +861,22 @@ def evaluate_heldout(config, network: keras.Model) -> Dict[str, float]:
              f"({config.eval.split} split, {len(dirs)} scenes, "
              f"{config.eval.num_views} views)")
 
+    ticker = console.ticking(f"{label}: building the graph")
+    ticker.__enter__()
+
     def on_view(count):
+        if count == 1:
+            ticker.__exit__(None, None, None)
         status.update(f"{label}: view {count}/{total}", force=count == 1)
 
-    status.update(f"{label}: building the graph", force=True)
-    metrics = evaluate.evaluate_depth(
-        network, dirs, num_views=config.eval.num_views,
-        height=config.data.height, width=config.data.width,
-        max_views_per_scene=config.eval.max_views_per_scene,
-        on_view=on_view)
+    try:
+        metrics = evaluate.evaluate_depth(
+            network, dirs, num_views=config.eval.num_views,
+            height=config.data.height, width=config.data.width,
+            max_views_per_scene=config.eval.max_views_per_scene,
+            on_view=on_view)
+    finally:
+        ticker.__exit__(None, None, None)
     status.close(f"{label}: {metrics['num_views_evaluated']} views scored")
     return metrics
 
