@@ -2,14 +2,16 @@
 
     python -m experiments.evaluate depth --model PATH [--data SPEC]
         [--views V] [--height H --width W] [--out FILE.json]
+        [--depth-unit mm] [--verbose]
     python -m experiments.evaluate pointcloud --pred FUSED.ply
         (--gt GT.ply [--max-distance D] [--threshold T]
-         | --dtu-root DIR --scan N)
+         | --dtu-root DIR --scan N) [--out FILE.json]
 
 `depth`: runs the model on every reference view of the scenes of SPEC (by
 default the held-out synthetic benchmark scenes) and reports the mean
 absolute depth error and the fraction of valid pixels within 1, 2 and 4 base
-intervals (base = depth range / 192), pooled over all valid pixels.
+intervals (base = depth range / 192), pooled over all valid pixels, with
+readable names, the depth unit, and the data it scored.
 
 `pointcloud`: accuracy / completeness / overall and precision / recall /
 F-score against a ground-truth PLY (generic mode), or the DTU protocol
@@ -18,6 +20,7 @@ given.
 """
 
 import argparse
+import gc
 import json
 import pathlib
 import sys
@@ -231,6 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console.quiet_tensorflow([] if not args.verbose else ["--verbose"])
     if args.command == "depth":
         metrics, data = _depth_command(args)
+        # Dataset iterators finalised after the interpreter log an error.
+        gc.collect()
         print(describe_depth_metrics(metrics, data, args.depth_unit))
     else:
         metrics = _pointcloud_command(args)

@@ -3,11 +3,15 @@
 `train_and_evaluate(config, workdir)` is the importable, tested function the
 entry points call: it resolves the data, builds the network and the trainer,
 fits with the callbacks of DESIGN.md section 6, saves `model.keras` and
-evaluates depth on held-out scenes when they have ground truth.
+evaluates depth on held-out scenes when they have ground truth. It says what
+it is doing at each stage and shows one progress bar for the whole run
+(`RunProgress`); the entry points silence TensorFlow's own logs first
+(`experiments.console`).
 
 Work directory:
     config.json          the resolved configuration
-    logs/                TensorBoard scalars per loss term, depth images
+    logs/                TensorBoard: every loss term and metric at every
+                         optimizer step (train/), depth images (images/)
     checkpoints/         network weights every `train.log_every` steps
     backup/              BackupAndRestore state (resume after a kill)
     model.keras          the final network (written last, atomically)
@@ -24,6 +28,7 @@ than one replica, BatchNorm statistics are all-reduced across replicas
 """
 
 import argparse
+import gc
 import json
 import os
 import pathlib
@@ -901,6 +906,12 @@ def main(argv: Sequence[str], name: str, description: str,
         print(f"error: {error}", file=sys.stderr)
         _print_outputs(workdir, config)
         return 1
+    finally:
+        # Generator-backed dataset iterators that Keras keeps in reference
+        # cycles would be finalised after the interpreter, logging "Error
+        # occurred when finalizing GeneratorDataset iterator"; collect
+        # them while Python still runs.
+        gc.collect()
     if metrics:
         from experiments import evaluate
 
@@ -910,11 +921,6 @@ def main(argv: Sequence[str], name: str, description: str,
                            f"({config.eval.split} split)"),
             unit=config.data.depth_unit))
     _print_outputs(workdir, config)
-    # Generator-backed dataset iterators still alive at interpreter exit
-    # log a finalisation error; collect them while Python still runs.
-    import gc
-
-    gc.collect()
     return 0
 
 
