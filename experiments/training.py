@@ -824,23 +824,29 @@ def _train_multi_worker(config, trainer, dataset, strategy, workdir, steps,
 
 
 class _PeriodCallback:
-    """`distributed_fit` callback: NaN check every step; scalars and an
+    """`distributed_fit` callback: NaN check and scalars every step; an
     atomic checkpoint every `period` steps."""
 
     def __init__(self, period, network, checkpoints, writer, keep):
         self.period, self.network = period, network
         self.checkpoints, self.writer, self.keep = checkpoints, writer, keep
         self.failed = []  # [(step, loss)] of the first non-finite loss
+        self.means = {}  # the previous step's running means
 
     def __call__(self, step, logs) -> bool:
         if not np.isfinite(logs["loss"]):
             self.failed.append((step, logs["loss"]))
             return True  # stop
+        # The trackers hold means since step 1 (never reset here); each
+        # step's own value is recovered as in `StepScalars`.
+        with self.writer.as_default(step=step):
+            for name, mean in logs.items():
+                before = self.means.get(name)
+                tf.summary.scalar(name, mean if before is None else
+                                  step * mean - (step - 1) * before)
+                self.means[name] = mean
         if step % self.period:
             return False
-        with self.writer.as_default(step=step):
-            for name, value in logs.items():
-                tf.summary.scalar(f"epoch_{name}", value)
         self.writer.flush()
         final = self.checkpoints / f"ckpt-{step:08d}.weights.h5"
         tmp = self.checkpoints / f".tmp-ckpt-{step:08d}.weights.h5"

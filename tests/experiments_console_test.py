@@ -242,3 +242,32 @@ def test_readme_command_1_smoke_in_a_terminal(tmp_path):
         f"{gaps[worst]:.1f} s of silence before "
         f"{''.join(chunks[worst:worst + 2])!r}, after "
         f"{''.join(chunks[max(worst - 2, 0):worst])!r}")
+
+
+def test_multi_worker_scalars_are_per_step_values(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    class Network:
+        def save_weights(self, path):
+            pathlib.Path(path).write_text("weights")
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "logs"))
+    callback = training._PeriodCallback(
+        2, Network(), tmp_path, writer, keep=3)
+    values = [4.0, 2.0, 3.0, 7.0]
+    for step in range(1, 5):  # the loop reports running means
+        assert not callback(step, {"loss": float(np.mean(values[:step]))})
+    writer.flush()
+    found = {}
+    for path in (tmp_path / "logs").glob("events.out.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                found[event.step] = float(
+                    tf.make_ndarray(value.tensor))
+    assert sorted(found) == [1, 2, 3, 4]
+    np.testing.assert_allclose([found[k] for k in range(1, 5)], values,
+                               rtol=1e-6)
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == [
+        "ckpt-00000002.weights.h5", "ckpt-00000004.weights.h5"]
