@@ -205,17 +205,21 @@ def prepare_synthetic(config, splits: Sequence[str]) -> None:
     if not missing:
         return
     total = sum(len(synthetic.benchmark_seeds(split)) for split, _ in missing)
+    folder = str(missing[0][1].parent)
+    home = str(pathlib.Path.home())
+    if folder.startswith(home + os.sep):
+        folder = "~" + folder[len(home):]
+    console.stage(f"rendering the synthetic benchmark once, into {folder} "
+                  f"({config.data.height}x{config.data.width}, "
+                  f"{config.data.synthetic_views} views a scene)")
     status = console.StatusLine(every=5)
     done = [0]
     start = time.monotonic()
 
     def on_scene(index, count):
         done[0] += 1
-        status.update(
-            f"rendering the synthetic benchmark {done[0]}/{total} "
-            f"({config.data.height}x{config.data.width}, "
-            f"{config.data.synthetic_views} views a scene; once, into "
-            f"{missing[0][1].parent})", force=done[0] == 1)
+        status.update(f"rendering the synthetic benchmark {done[0]}/{total}",
+                      force=done[0] == 1)
 
     for split, _ in missing:
         scene_dirs("", split, config, on_scene=on_scene)
