@@ -50,6 +50,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"convert_colmap: error: --num-sources must be at least 1; "
               f"received {args.num_sources}", file=sys.stderr)
         return 2
+    from experiments import console
+
+    console.quiet_tensorflow([])
     from keras_mvs.data import colmap
 
     try:
@@ -70,7 +73,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         best = " ".join(str(s) for s, _ in sources[:3])
         print(f"{view:>6} {count:>7} {camera.depth_min:>11.4g} "
               f"{camera.depth_max:>11.4g}  {best}")
-    print(f"wrote {out}")
+    from experiments import console
+
+    console.wrote([(str(out / name), what) for name, what in (
+        ("cams", "cameras with depth ranges (MVSNet cam files)"),
+        ("images", "the undistorted images" + (
+            " (links)" if args.link else "")),
+        ("pair.txt", "source views per view"))], root=str(out))
     return 0
 
 

@@ -15,16 +15,14 @@ import pathlib
 import sys
 from typing import Optional, Sequence
 
-from keras_mvs import export
-from keras_mvs import inference
+from experiments import console
 
 
-def export_model(model: inference.PathLike, out: inference.PathLike,
-                 overwrite: bool = False) -> pathlib.Path:
+def export_model(model, out, overwrite: bool = False) -> pathlib.Path:
     """Loads the Keras network at `model` and exports it to `out`.
 
     Args:
-        model: training work directory or `.keras` file.
+        model: training work directory or `.keras` file (path-like).
         out: the version folder, `<model base path>/<integer version>`.
         overwrite: replace an existing version.
 
@@ -37,6 +35,9 @@ def export_model(model: inference.PathLike, out: inference.PathLike,
         FileExistsError: `out` exists and `overwrite` is False.
         FileNotFoundError: nothing loadable at `model`.
     """
+    from keras_mvs import export
+    from keras_mvs import inference
+
     # Both are checked before loading, which is the slow part.
     out = export.check_version_path(out, overwrite, argument="--out")
     model = pathlib.Path(model)
@@ -58,12 +59,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="saved_models/NAME/VERSION (integer version)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing version")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's log messages")
     args = parser.parse_args(argv)
+    console.quiet_tensorflow(["--verbose"] if args.verbose else [])
+    from keras_mvs import export
+
     try:
         path = export_model(args.model, args.out, args.overwrite)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(export.describe_signature(path))
+    console.wrote([(str(path), "the SavedModel (TF Serving version folder; "
+                    "saved_models/README.md says how to serve it)")])
     return 0
 
 

@@ -22,10 +22,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import keras
 from PIL import Image
 
-from keras_mvs.data import synthetic
+from experiments import console
+
+# An entry point only: TensorFlow (imported by keras_mvs.data) without its
+# log noise unless --verbose.
+console.quiet_tensorflow()
+from keras_mvs.data import synthetic  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -90,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
         # Checked before rendering so that nothing is half done.
         sys.exit(f"make_synthetic: {existing[0]} exists and is not empty; "
                  "pass --overwrite to replace it")
-    progress = keras.utils.Progbar(args.scenes, unit_name="scene")
+    status = console.StatusLine()
     for index, folder in enumerate(folders):
         if args.randomize or args.kind:
             config = synthetic.randomized_config(
@@ -104,7 +108,14 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
             Image.fromarray(synthetic.preview(
                 scene, view=config.num_views // 2)).save(
                     args.preview, format="PNG", compress_level=9)
-        progress.update(index + 1)
+        status.update(f"rendered scene {index + 1}/{args.scenes}",
+                      force=True)
+    status.close()
+    items = [(str(folder), f"scene, seed {args.seed + index}")
+             for index, folder in enumerate(folders)]
+    if args.preview is not None:
+        items.append((str(args.preview), "middle view beside its depth"))
+    console.wrote(items)
     return folders
 
 

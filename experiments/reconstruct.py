@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="render WIDTHxHEIGHT")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's log messages")
     return parser
 
 
@@ -201,7 +203,6 @@ def _print_summary(summary: dict, out_dir: pathlib.Path) -> None:
           f"{timing['fusion_seconds']:.1f} s")
     for hint in summary["diagnosis"]:
         print(f"note: {hint}")
-    print(f"wrote {out_dir / 'fused.ply'} and {out_dir / 'summary.json'}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -228,7 +229,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--memory-budget-gb must be positive; received "
                      f"{args.memory_budget_gb}")
 
-    # TensorFlow is imported only once the arguments are known to be sound.
+    # TensorFlow is imported only once the arguments are known to be sound,
+    # and without its log noise unless --verbose.
+    from experiments import console
+
+    console.quiet_tensorflow(["--verbose"] if args.verbose else [])
     from keras_mvs import fusion
     from keras_mvs import inference
     from keras_mvs import reconstruct as reconstruct_lib
@@ -297,9 +302,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.render, points, colors, forward, up, render_width,
             render_height)
         summary["render"] = {"path": str(args.render), "bytes": size}
-        print(f"wrote {args.render} ({size / 1000:.0f} kB)")
     reconstruct_lib.write_json(out_dir / "summary.json", summary)
+    _print_outputs(out_dir, args.render)
     return 0
+
+
+def _print_outputs(out_dir: pathlib.Path, render: Optional[str]) -> None:
+    from experiments import console
+
+    items = [(out_dir / name, what) for name, what in (
+        ("mvsnet_scene", "the COLMAP model converted to MVSNet layout"),
+        ("depth", "depth maps (PFM)"),
+        ("confidence", "confidence maps (PFM)"),
+        ("previews", "depth and confidence PNGs with colour bars"),
+        ("cams", "cameras at the depth-map resolution"),
+        ("images", "the reference images as the network saw them"),
+        ("fused.ply", "the fused point cloud: python -m experiments.render "
+         f"{out_dir / 'fused.ply'} --out view.png"),
+        ("summary.json", "per-view points, rejection rates, timing"))]
+    if render:
+        items.append((pathlib.Path(render), "the rendered view"))
+    console.wrote([(str(path), what) for path, what in items],
+                  root=str(out_dir))
 
 
 if __name__ == "__main__":

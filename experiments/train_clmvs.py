@@ -1,7 +1,8 @@
 """Unsupervised CL-MVSNet training (the project's main job).
 
     python -m experiments.train_clmvs [--config FILE] [--workdir DIR]
-        [--data SPEC] [--objective NAME] [--smoke] [--config.KEY=VALUE ...]
+        [--data SPEC] [--objective NAME] [--smoke] [--verbose]
+        [--config.KEY=VALUE ...]
 
 With no arguments it trains on the built-in synthetic scenes (generated once
 into ~/.cache/keras_mvs, no download) without using their ground truth, then
@@ -13,14 +14,19 @@ unity head with the contrastive branches (DESIGN.md section 1).
 import pathlib
 import sys
 
-from experiments import training
+from experiments import console
 
 CONFIG = pathlib.Path(__file__).parent / "configs" / "clmvs.py"
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Before TensorFlow is imported (by experiments.training).
+    console.quiet_tensorflow(argv)
+    from experiments import training
+
     return training.main(
-        sys.argv[1:] if argv is None else argv, name="clmvs",
+        argv, name="clmvs",
         description=__doc__.split("\n\n")[0], default_config=str(CONFIG))
 
 

@@ -3,11 +3,15 @@
 `train_and_evaluate(config, workdir)` is the importable, tested function the
 entry points call: it resolves the data, builds the network and the trainer,
 fits with the callbacks of DESIGN.md section 6, saves `model.keras` and
-evaluates depth on held-out scenes when they have ground truth.
+evaluates depth on held-out scenes when they have ground truth. It says what
+it is doing at each stage and shows one progress bar for the whole run
+(`RunProgress`); the entry points silence TensorFlow's own logs first
+(`experiments.console`).
 
 Work directory:
     config.json          the resolved configuration
-    logs/                TensorBoard scalars per loss term, depth images
+    logs/                TensorBoard: every loss term and metric at every
+                         optimizer step (train/), depth images (images/)
     checkpoints/         network weights every `train.log_every` steps
     backup/              BackupAndRestore state (resume after a kill)
     model.keras          the final network (written last, atomically)
@@ -24,20 +28,23 @@ than one replica, BatchNorm statistics are all-reduced across replicas
 """
 
 import argparse
+import gc
 import json
 import os
 import pathlib
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from experiments import console
 from keras_mvs import models
 from keras_mvs import schedules
 from keras_mvs.data import pipeline
@@ -70,6 +77,9 @@ def parse_args(argv: Sequence[str], description: str, default_config: str):
                         ".keras file")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny, fast run (under 2 minutes on a CPU)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own log messages and "
+                        "warnings (hidden by default)")
     args, rest = parser.parse_known_args(argv)
     overrides = []
     for item in rest:
@@ -277,12 +287,17 @@ def steps_per_epoch(config) -> int:
 # === Data ===
 
 
-def scene_dirs(spec: str, split: str, config) -> List[pathlib.Path]:
-    """Scene folders of a data spec ('' = the synthetic benchmark split)."""
+def scene_dirs(spec: str, split: str, config,
+               on_scene: Optional[Callable[[int, int], None]] = None,
+               ) -> List[pathlib.Path]:
+    """Scene folders of a data spec ('' = the synthetic benchmark split).
+
+    `on_scene(k, n)` is called before each synthetic scene rendered.
+    """
     if not spec:
         return synthetic.ensure_benchmark(
             split, height=config.data.height, width=config.data.width,
-            num_views=config.data.synthetic_views)
+            num_views=config.data.synthetic_views, on_scene=on_scene)
     root = pathlib.Path(spec)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -297,6 +312,41 @@ def scene_dirs(spec: str, split: str, config) -> List[pathlib.Path]:
             f"--data {spec}: neither a scene (no cams/ folder) nor a folder "
             "of scenes (no subfolder has cams/)")
     return found
+
+
+def prepare_synthetic(config, splits: Sequence[str]) -> None:
+    """Renders the synthetic benchmark splits that are not cached yet,
+    one status line counting the scenes of all of them."""
+    missing = []
+    for split in dict.fromkeys(splits):
+        folder = synthetic.benchmark_dir(
+            split, height=config.data.height, width=config.data.width,
+            num_views=config.data.synthetic_views)
+        if not folder.is_dir():
+            missing.append((split, folder))
+    if not missing:
+        return
+    total = sum(len(synthetic.benchmark_seeds(split)) for split, _ in missing)
+    folder = str(missing[0][1].parent)
+    home = str(pathlib.Path.home())
+    if folder.startswith(home + os.sep):
+        folder = "~" + folder[len(home):]
+    console.stage(f"rendering the synthetic benchmark once, into {folder} "
+                  f"({config.data.height}x{config.data.width}, "
+                  f"{config.data.synthetic_views} views a scene)")
+    status = console.StatusLine(every=5)
+    done = [0]
+    start = time.monotonic()
+
+    def on_scene(index, count):
+        done[0] += 1
+        status.update(f"rendering the synthetic benchmark {done[0]}/{total}",
+                      force=done[0] == 1)
+
+    for split, _ in missing:
+        scene_dirs("", split, config, on_scene=on_scene)
+    status.close(f"rendered the synthetic benchmark: {total} scenes in "
+                 f"{console.format_duration(time.monotonic() - start)}")
 
 
 def scene_dataset(spec: str, split: str, config) -> tf.data.Dataset:
@@ -452,11 +502,12 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.stopped_at_step is not None:
-            # Keras's progress bar closes a stopped epoch at its full length
-            # ("100/100"), so say where training really stopped.
+            # Said in words too: the bar ends at the step reached.
             print(f"Time budget of {self.minutes:g} min "
                   f"(train.max_minutes) reached: stopped after step "
-                  f"{self.stopped_at_step}.", flush=True)
+                  f"{self.stopped_at_step}. model.keras and the evaluation "
+                  "use the weights of that step; a larger "
+                  "--config.train.max_minutes trains longer.", flush=True)
 
 
 class GuardedBackup(keras.callbacks.BackupAndRestore):
@@ -504,6 +555,225 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         for old in sorted(self.directory.glob("ckpt-*.weights.h5"))[
                 :-self.keep]:
             old.unlink()
+
+
+class RunProgress(keras.callbacks.Callback):
+    """One progress bar for the whole run, in optimizer steps.
+
+    Keras's own bar counts a logging period ("epoch" of `fit`); this one
+    counts the run's optimizer steps, starts at the step a resumed run
+    restored from `backup/` (it must come after the backup callback), says
+    that the first step builds the graph (and, on a terminal, how long that
+    has taken so far), then shows the measured time per step and the time
+    left: to the last step, or to the time budget when that comes first.
+    The first step is left out of the rate, as it includes tracing. A run
+    stopped early (time budget, non-finite loss) ends the bar at the step
+    it reached.
+
+    On a terminal the bar is redrawn in place; otherwise one line is
+    printed every `print_every` steps, at the end, and whenever
+    `quiet_seconds` passed without one.
+    """
+
+    def __init__(self, total_steps: int, max_minutes: float = 0.0,
+                 monitoring_only: bool = False, depth_unit: str = "mm",
+                 print_every: int = 100, stream=None,
+                 clock: Callable[[], float] = time.monotonic,
+                 tick_seconds: float = 1.0, quiet_seconds: float = 60.0):
+        super().__init__()
+        self.total_steps = total_steps
+        self.quiet_seconds = quiet_seconds
+        self.last_line = 0.0
+        self.max_minutes = max_minutes
+        self.monitoring_only = monitoring_only
+        self.depth_unit = depth_unit
+        self.print_every = max(print_every, 1)
+        self.stream = sys.stdout if stream is None else stream
+        self.clock = clock
+        self.tick_seconds = tick_seconds
+        self.first_step = 0
+        self.step = 0
+        self.timed_from = None  # (step, time) at the end of the first step
+        self.start = None
+        self.status = None
+        self.logs = {}
+        self._lock = threading.Lock()
+        self._ticking = threading.Event()
+        self._ticker = None
+
+    def _iterations(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs=None):
+        self.start = self.clock()
+        self.first_step = self.step = self._iterations()
+        self.status = console.StatusLine(self.stream)
+        write = self.stream.write
+        if self.first_step:
+            write(f"resuming from backup/ at step {self.first_step}\n")
+        if self.monitoring_only:
+            write("* depth error and within 4 intervals compare with the "
+                  "ground truth, for monitoring only: the unsupervised "
+                  "objective never sees it\n")
+        write("building the training graph: the first step takes a minute "
+              "or two\n")
+        self.stream.flush()
+        if self.status.terminal:
+            self._ticking.clear()
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self):
+        while not self._ticking.wait(self.tick_seconds):
+            with self._lock:
+                if self._ticking.is_set():
+                    return
+                self.status.update(self._text(
+                    note="building the training graph "
+                    f"({console.format_duration(self.clock() - self.start)})"
+                ))
+
+    def _stop_ticker(self):
+        self._ticking.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = self.clock()
+        self.step = self._iterations()
+        self.logs = dict(logs or {})
+        if self.timed_from is None:
+            self._stop_ticker()
+            self.timed_from = (self.step, now)
+            self.last_line = now
+            self.status.above(
+                f"step {self.step}/{self.total_steps}: the first step "
+                "(graph building) took "
+                f"{console.format_duration(now - self.start)}")
+        elif (self.step % self.print_every == 0
+              or self.step >= self.total_steps):
+            self.last_line = now
+            self.status.above(self._period_text(now))
+        elif not self.status.terminal and (
+                now - self.last_line >= self.quiet_seconds):
+            self.last_line = now
+            self.status.above(self._text(now))
+        if self.status.terminal:
+            self.status.update(self._text(now))
+
+    def seconds_per_step(self, now: float) -> Optional[float]:
+        """Measured seconds per step after the first, None before."""
+        if self.timed_from is None or self.step <= self.timed_from[0]:
+            return None
+        return (now - self.timed_from[1]) / (self.step - self.timed_from[0])
+
+    def seconds_left(self, now: float):
+        """(seconds to the end of the run, whether the budget ends it)."""
+        rate = self.seconds_per_step(now)
+        if rate is None:
+            return None, False
+        left = rate * max(self.total_steps - self.step, 0)
+        if self.max_minutes > 0:
+            budget = self.start + 60.0 * self.max_minutes - now
+            if budget < left:
+                return max(budget, 0.0), True
+        return left, False
+
+    def _metrics(self, names: Sequence[str]) -> List[str]:
+        shown = []
+        for name in names:
+            if name in self.logs:
+                text = console.format_value(name, float(self.logs[name]),
+                                            self.depth_unit)
+                if self.monitoring_only and (
+                        name in console.GROUND_TRUTH_TERMS):
+                    text += "*"
+                shown.append(text)
+        return shown
+
+    def _time_text(self, now: float) -> str:
+        rate = self.seconds_per_step(now)
+        left, by_budget = self.seconds_left(now)
+        if left is None:
+            return "timing the steps"
+        text = f"{rate:.2f} s/step, {console.format_duration(left)} left"
+        return text + (" (time budget)" if by_budget else "")
+
+    def _period_text(self, now: float) -> str:
+        """The line kept at the end of each logging period."""
+        metrics = self._metrics(("loss", "depth_mae", "within_4_intervals"))
+        return (f"step {self.step}/{self.total_steps}: "
+                + ", ".join(metrics) + f" ({self._time_text(now)})")
+
+    def _text(self, now: Optional[float] = None, note: str = "") -> str:
+        """The bar: steps, time per step and left, and the loss."""
+        now = self.clock() if now is None else now
+        return console.progress_text(
+            self.step, self.total_steps, self._time_text(now) if not note
+            else note, self._metrics(("loss",)))
+
+    def on_train_end(self, logs=None):
+        self._stop_ticker()
+        elapsed = console.format_duration(self.clock() - self.start)
+        if self.step >= self.total_steps:
+            end = f"done in {elapsed}"
+        else:
+            end = f"stopped at step {self.step} after {elapsed}"
+        self.status.close(console.progress_text(
+            self.step, self.total_steps, end, self._metrics(("loss",))))
+
+
+class StepScalars(keras.callbacks.Callback):
+    """TensorBoard scalars of every term at every optimizer step.
+
+    Keras's trackers report the mean since the start of the logging
+    period; the value of step k of the period is recovered from the means
+    of steps k and k - 1 (k m_k - (k - 1) m_{k-1}). Each scalar carries its
+    readable name and unit as its TensorBoard description.
+    """
+
+    def __init__(self, log_dir: pathlib.Path, depth_unit: str = "mm",
+                 monitoring_only: bool = False, flush_every: int = 100):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(log_dir / "train"))
+        self.depth_unit = depth_unit
+        self.monitoring_only = monitoring_only
+        self.flush_every = flush_every
+        self.previous = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.previous = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        count = batch + 1
+        with self.writer.as_default(step=step):
+            for name, value in (logs or {}).items():
+                mean = float(value)
+                before = self.previous.get(name)
+                current = (mean if before is None or count == 1
+                           else count * mean - (count - 1) * before)
+                self.previous[name] = mean
+                tf.summary.scalar(name, current,
+                                  description=self._describe(name))
+        if step % self.flush_every == 0:
+            self.writer.flush()
+
+    def _describe(self, name: str) -> str:
+        label, unit, meaning = console.TERMS.get(name, (name, "", ""))
+        unit = self.depth_unit if unit == "depth" else unit
+        text = f"{label}" + (f" ({unit})" if unit else "")
+        if meaning:
+            text += f": {meaning}"
+        if unit == "%":
+            text += " (stored as a fraction)"
+        if self.monitoring_only and name in console.GROUND_TRUTH_TERMS:
+            text += "; monitoring only, not used by the objective"
+        return text
+
+    def on_train_end(self, logs=None):
+        self.writer.flush()
 
 
 class DepthImages(keras.callbacks.Callback):
@@ -579,21 +849,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     keras.mixed_precision.set_global_policy(config.train.precision)
     keras.utils.set_random_seed(config.train.seed)
 
-    dataset = training_dataset(config)
-    first_batch = next(iter(dataset))
-    with strategy.scope():
-        network = build_network(config, replicas)
-        trainer = build_trainer(config, network)
-        trainer(trainer_lib.network_inputs(first_batch))  # builds the weights
-        if config.model.init:
-            count = load_init_weights(network, config.model.init)
-            print(f"Initialised {count} variables from {config.model.init} "
-                  f"(aggregation {config.model.aggregation}, head "
-                  f"{config.model.head}).", flush=True)
+    multi_worker = isinstance(strategy,
+                              tf.distribute.MultiWorkerMirroredStrategy)
+    if not config.data.spec:
+        prepare_synthetic(config, [config.data.split] + (
+            [] if multi_worker else [config.eval.split]))
+    with console.ticking("loading the training data and building the "
+                         "network"):
+        dataset = training_dataset(config)
+        first_batch = next(iter(dataset))
+        with strategy.scope():
+            network = build_network(config, replicas)
+            trainer = build_trainer(config, network)
+            # Builds the weights.
+            trainer(trainer_lib.network_inputs(first_batch))
+            if config.model.init:
+                count = load_init_weights(network, config.model.init)
+    if config.model.init:
+        console.stage(f"initialised {count} variables from "
+                      f"{config.model.init} (aggregation "
+                      f"{config.model.aggregation}, head "
+                      f"{config.model.head})")
 
     steps = config.train.steps
     period = min(config.train.log_every, steps)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if multi_worker:
         # Keras fit fails under this strategy (TF_NOTES.md 6).
         try:
             return _train_multi_worker(config, trainer, dataset, strategy,
@@ -602,6 +882,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             if not is_chief(strategy):
                 shutil.rmtree(workdir, ignore_errors=True)
     check_backup(workdir / "backup")
+    monitoring_only = config.loss.objective != "supervised"
     nan_guard = StopOnNaN(network)
     callbacks = [
         nan_guard,
@@ -610,21 +891,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                       delete_checkpoint=False),
         AtomicCheckpoint(workdir / "checkpoints", network, nan_guard,
                          keep=config.train.keep_checkpoints),
-        keras.callbacks.TensorBoard(str(workdir / "logs"),
-                                    update_freq="epoch"),
+        StepScalars(workdir / "logs", depth_unit=config.data.depth_unit,
+                    monitoring_only=monitoring_only, flush_every=period),
         DepthImages(workdir / "logs", first_batch),
+        # After the backup (it restores the step), before the budget (the
+        # bar ends before the budget's message).
+        RunProgress(steps, max_minutes=config.train.max_minutes,
+                    monitoring_only=monitoring_only,
+                    depth_unit=config.data.depth_unit, print_every=period),
     ]
     if config.train.max_minutes > 0:
         callbacks.append(TimeBudget(config.train.max_minutes))
+    console.stage(
+        f"training for {steps} steps"
+        + (f" or {config.train.max_minutes:g} min" if
+           config.train.max_minutes > 0 else "")
+        + f"; checkpoint, backup and TensorBoard images every {period} "
+        "steps")
     resumed_step = backup_step(workdir / "backup", period)
     if resumed_step:
         # The batches are a fixed sequence (seeded); a resumed run skips the
         # ones already trained on, so it sees what an uninterrupted run
         # would have seen from this step on.
         dataset = dataset.skip(resumed_step)
+    # shuffle=False: the dataset shuffles itself (Keras would warn).
     trainer.fit(dataset, epochs=max(steps // period, 1),
-                steps_per_epoch=period, callbacks=callbacks,
-                verbose=1 if sys.stdout.isatty() else 2)
+                steps_per_epoch=period, callbacks=callbacks, verbose=0,
+                shuffle=False)
     if nan_guard.failed_step is not None:
         kept = (f"the last good checkpoint is {nan_guard.last_checkpoint}"
                 if nan_guard.last_checkpoint is not None else
@@ -637,9 +930,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             f"training stopped: the loss was {nan_guard.value} at step "
             f"{nan_guard.failed_step}; {kept}; {backup}")
 
-    tmp = workdir / ".tmp-model.keras"
-    network.save(tmp)
-    os.replace(tmp, workdir / "model.keras")
+    with console.ticking("saving the network to model.keras"):
+        tmp = workdir / ".tmp-model.keras"
+        network.save(tmp)
+        os.replace(tmp, workdir / "model.keras")
     metrics = evaluate_heldout(config, network)
     if metrics:
         metrics["train_steps"] = int(trainer.optimizer.iterations.numpy())
@@ -753,23 +1047,29 @@ def _train_multi_worker(config, trainer, dataset, strategy, workdir, steps,
 
 
 class _PeriodCallback:
-    """`distributed_fit` callback: NaN check every step; scalars and an
+    """`distributed_fit` callback: NaN check and scalars every step; an
     atomic checkpoint every `period` steps."""
 
     def __init__(self, period, network, checkpoints, writer, keep):
         self.period, self.network = period, network
         self.checkpoints, self.writer, self.keep = checkpoints, writer, keep
         self.failed = []  # [(step, loss)] of the first non-finite loss
+        self.means = {}  # the previous step's running means
 
     def __call__(self, step, logs) -> bool:
         if not np.isfinite(logs["loss"]):
             self.failed.append((step, logs["loss"]))
             return True  # stop
+        # The trackers hold means since step 1 (never reset here); each
+        # step's own value is recovered as in `StepScalars`.
+        with self.writer.as_default(step=step):
+            for name, mean in logs.items():
+                before = self.means.get(name)
+                tf.summary.scalar(name, mean if before is None else
+                                  step * mean - (step - 1) * before)
+                self.means[name] = mean
         if step % self.period:
             return False
-        with self.writer.as_default(step=step):
-            for name, value in logs.items():
-                tf.summary.scalar(f"epoch_{name}", value)
         self.writer.flush()
         final = self.checkpoints / f"ckpt-{step:08d}.weights.h5"
         tmp = self.checkpoints / f".tmp-ckpt-{step:08d}.weights.h5"
@@ -788,14 +1088,40 @@ def evaluate_heldout(config, network: keras.Model) -> Dict[str, float]:
     if config.data.spec:
         return {}
     dirs = scene_dirs("", config.eval.split, config)
-    return evaluate.evaluate_depth(
-        network, dirs, num_views=config.eval.num_views,
-        height=config.data.height, width=config.data.width,
-        max_views_per_scene=config.eval.max_views_per_scene)
+    status = console.StatusLine(every=10)
+    total = evaluate.count_reference_views(
+        dirs, config.eval.max_views_per_scene)
+    label = (f"evaluating depth on the held-out synthetic scenes "
+             f"({config.eval.split} split, {len(dirs)} scenes, "
+             f"{config.eval.num_views} views)")
+
+    ticker = console.ticking(f"{label}: building the graph")
+    ticker.__enter__()
+
+    def on_view(count):
+        if count == 1:
+            ticker.__exit__(None, None, None)
+        status.update(f"{label}: view {count}/{total}", force=count == 1)
+
+    try:
+        metrics = evaluate.evaluate_depth(
+            network, dirs, num_views=config.eval.num_views,
+            height=config.data.height, width=config.data.width,
+            max_views_per_scene=config.eval.max_views_per_scene,
+            on_view=on_view)
+    finally:
+        ticker.__exit__(None, None, None)
+    status.close(f"{label}: {metrics['num_views_evaluated']} views scored")
+    return metrics
 
 
 def main(argv: Sequence[str], name: str, description: str,
          default_config: str) -> int:
+    """The training entry points' `main`; returns the exit status.
+
+    `console.quiet_tensorflow` must have run before this module was
+    imported for the C++ log level to apply.
+    """
     args, overrides = parse_args(argv, description, default_config)
     try:
         config = resolve_config(args, overrides)
@@ -807,20 +1133,49 @@ def main(argv: Sequence[str], name: str, description: str,
     workdir = pathlib.Path(args.workdir) if args.workdir else (
         default_workdir(name))
     print(f"{name}: objective {config.loss.objective}, data "
-          f"{config.data.spec or 'synthetic benchmark'}, workdir {workdir}")
+          f"{config.data.spec or 'synthetic benchmark'}, workdir {workdir}",
+          flush=True)
     try:
         metrics = train_and_evaluate(config, workdir)
     except FloatingPointError as error:
         print(f"error: {error}", file=sys.stderr)
+        _print_outputs(workdir, config)
         return 1
     except (ValueError, FileNotFoundError) as error:
         # Bad data (pipeline.check_folders names every bad file) or a
         # batch that does not split over the replicas.
         print(f"{name}: error: {error}", file=sys.stderr)
         return 2
-    print(f"\nDone. Outputs in {workdir}/: config.json, logs/ "
-          "(tensorboard --logdir "
-          f"{workdir / 'logs'}), checkpoints/, model.keras")
-    for key, value in metrics.items():
-        print(f"  held-out {key}: {value:.4f}")
+    finally:
+        # Generator-backed dataset iterators that Keras keeps in reference
+        # cycles would be finalised after the interpreter, logging "Error
+        # occurred when finalizing GeneratorDataset iterator"; collect
+        # them while Python still runs.
+        gc.collect()
+    if metrics:
+        from experiments import evaluate
+
+        print()
+        print(evaluate.describe_depth_metrics(
+            metrics, data=(f"held-out synthetic scenes "
+                           f"({config.eval.split} split)"),
+            unit=config.data.depth_unit))
+    _print_outputs(workdir, config)
     return 0
+
+
+def _print_outputs(workdir: pathlib.Path, config) -> None:
+    period = min(config.train.log_every, config.train.steps)
+    console.wrote([
+        (str(workdir / "config.json"), "the resolved configuration"),
+        (str(workdir / "logs"), "TensorBoard scalars per step, depth images: "
+         f"tensorboard --logdir {workdir / 'logs'}"),
+        (str(workdir / "checkpoints"),
+         f"network weights every {period} steps (newest "
+         f"{config.train.keep_checkpoints})"),
+        (str(workdir / "backup"), "resume state: the same command with "
+         "the same --workdir continues the run"),
+        (str(workdir / "model.keras"), "the trained network (--model "
+         f"{workdir} for evaluate, export, reconstruct)"),
+        (str(workdir / "eval.json"), "held-out depth metrics"),
+    ], root=str(workdir))

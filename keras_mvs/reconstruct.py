@@ -419,11 +419,12 @@ def infer_view(
         stage_maps.append(upsampled)
     valid = np.isfinite(depth) & (depth > 0)
     visualize.save_png(str(paths["image"]), _to_uint8(images[0]))
-    visualize.save_png(str(paths["depth_png"]),
-                       visualize.colorize_depth(depth, vmin=first,
-                                                vmax=last))
+    # Previews with a colour bar; the cams' depth unit is not recorded
+    # in MVSNet folders (mm for DTU), so the bar names it generically.
+    visualize.save_png(str(paths["depth_png"]), visualize.depth_preview(
+        depth, vmin=first, vmax=last, unit="cam units"))
     visualize.save_png(str(paths["confidence_png"]),
-                       visualize.colorize_confidence(confidence))
+                       visualize.confidence_preview(confidence))
     formats.write_cam_file(paths["cam"], formats.Camera(
         intrinsics=intrinsics[0], cam_from_world=poses[0],
         depth_min=first, depth_interval=(last - first) / num_depths_base,
@@ -888,6 +889,8 @@ def write_render(
     path: PathLike, points: np.ndarray, colors: Optional[np.ndarray],
     view_direction: Sequence[float], up: Sequence[float],
     width: int = 640, height: int = 480, max_bytes: int = 300_000,
+    cam_from_world: Optional[np.ndarray] = None,
+    intrinsics: Optional[np.ndarray] = None,
 ) -> int:
     """Renders the cloud (`visualize.render_point_cloud`) to a PNG.
 
@@ -902,6 +905,8 @@ def write_render(
         view_direction, up: world directions of the virtual camera.
         width, height: image size, pixels.
         max_bytes: size above which the palette form is written.
+        cam_from_world, intrinsics: a camera to render from instead (`[4,
+            4]` and `[3, 3]` for a `width x height` image).
 
     Returns:
         The size of the written file in bytes.
@@ -909,6 +914,7 @@ def write_render(
     path = pathlib.Path(path)
     rgb = visualize.render_point_cloud(
         points, colors, width, height, view_direction=view_direction, up=up,
+        cam_from_world=cam_from_world, intrinsics=intrinsics,
         point_size=2 if points.shape[0] < width * height // 4 else 1)
     visualize.save_png(str(path), rgb)
     if path.stat().st_size > max_bytes:

@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
 
 from keras_mvs import geometry
 
@@ -106,6 +108,141 @@ def colorize_confidence(confidence: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"`confidence` must be [H, W]; received shape {confidence.shape}.")
     return apply_colormap(confidence)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def nice_ticks(vmin: float, vmax: float, count: int = 5) -> np.ndarray:
+    """Round tick values inside [vmin, vmax], about `count` of them."""
+    if not vmax > vmin:
+        return np.array([vmin])
+    raw = (vmax - vmin) / max(count - 1, 1)
+    magnitude = 10.0 ** np.floor(np.log10(raw))
+
+    def how_many(step):
+        return np.floor(vmax / step + 1e-9) - np.ceil(vmin / step - 1e-9) + 1
+
+    # The round step whose tick count is nearest `count`; fewer on a tie.
+    step = min((m * magnitude for m in (0.5, 1, 2, 2.5, 5, 10)),
+               key=lambda step: (abs(how_many(step) - count),
+                                 how_many(step)))
+    first = np.ceil(vmin / step - 1e-9) * step
+    ticks = np.arange(first, vmax + 1e-9 * step, step)
+    return ticks[(ticks >= vmin - 1e-9 * step) & (ticks <= vmax + 1e-9 * step)]
+
+
+def _tick_label(value: float, step: float) -> str:
+    decimals = max(0, int(-np.floor(np.log10(step))) if step < 1 else 0)
+    if step < 1 and abs(step * 10 ** decimals - round(step * 10 ** decimals)
+                        ) > 1e-6:
+        decimals += 1
+    return f"{value + 0.0:.{decimals}f}"
+
+
+def with_colorbar(rgb: np.ndarray, vmin: float, vmax: float, title: str,
+                  note: str = "") -> np.ndarray:
+    """Adds a legend to a colour-mapped image: a vertical colour bar.
+
+    The bar runs from `vmin` (bottom, the map's low end) to `vmax` (top),
+    with round tick values and `title` (what and in which unit) above it.
+    The image keeps its pixels; the legend is a white panel on its right.
+
+    Args:
+        rgb: `[H, W, 3]` uint8, made with `apply_colormap` over
+            [vmin, vmax].
+        vmin, vmax: the values at the ends of the colour ramp.
+        title: e.g. "depth (mm)"; drawn above the bar.
+        note: optional line under the bar, e.g. "black: no depth".
+
+    Returns:
+        `[H', W + panel, 3]` uint8, with `H' >= H` (room for the text on
+        small images).
+    """
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"`rgb` must be uint8 [H, W, 3]; received "
+                         f"{rgb.dtype} {rgb.shape}.")
+    height, width = rgb.shape[:2]
+    size = int(np.clip(round(height / 22), 10, 20))
+    font = _font(size)
+    line = size + size // 3
+    margin = size // 2
+    bar_height = max(height - 2 * line - 2 * margin, 5 * line)
+    canvas_height = max(height, bar_height + 2 * line + 2 * margin)
+    ticks = nice_ticks(vmin, vmax, count=int(np.clip(
+        bar_height // (2 * line), 2, 6))) + 0.0
+    step = ticks[1] - ticks[0] if ticks.size > 1 else max(abs(vmax), 1.0)
+    labels = [_tick_label(t, step) for t in ticks]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def text_width(text):
+        return measure.textlength(text, font=font)
+
+    bar_width = max(size, 8)
+    label_width = max([text_width(t) for t in labels] + [0])
+    panel = int(max(bar_width + 2 * margin + size // 2 + label_width,
+                    text_width(title) + 2 * margin,
+                    text_width(note) + 2 * margin if note else 0)) + margin
+    image = Image.new("RGB", (width + panel, canvas_height), (255, 255, 255))
+    image.paste(Image.fromarray(rgb), (0, 0))
+    draw = ImageDraw.Draw(image)
+    left = width + margin
+    top = margin + line
+    draw.text((left, margin // 2), title, fill=(0, 0, 0), font=font)
+    ramp = np.linspace(1.0, 0.0, bar_height)[:, np.newaxis]
+    strip = apply_colormap(np.repeat(ramp, bar_width, axis=1))
+    image.paste(Image.fromarray(strip), (left, top))
+    draw.rectangle([left - 1, top - 1, left + bar_width, top + bar_height],
+                   outline=(0, 0, 0))
+    span = vmax - vmin if vmax > vmin else 1.0
+    for tick, label in zip(ticks, labels):
+        y = top + (bar_height - 1) * (1.0 - (tick - vmin) / span)
+        draw.line([left + bar_width, y, left + bar_width + size // 3, y],
+                  fill=(0, 0, 0))
+        draw.text((left + bar_width + size // 2, y - size / 2), label,
+                  fill=(0, 0, 0), font=font)
+    if note:
+        draw.text((left, top + bar_height + margin // 2), note,
+                  fill=(0, 0, 0), font=font)
+    return np.asarray(image)
+
+
+def depth_preview(depth: np.ndarray, mask: Optional[np.ndarray] = None,
+                  vmin: Optional[float] = None, vmax: Optional[float] = None,
+                  unit: str = "mm") -> np.ndarray:
+    """`colorize_depth` with a colour bar of the depths and their unit.
+
+    Args: as `colorize_depth`; `unit` names the depth unit of the cameras
+        ("" for none).
+
+    Returns:
+        `[H', W', 3]` uint8, the depth preview with its legend.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    valid = np.isfinite(depth) & (depth > 0)
+    if mask is not None:
+        valid &= np.asarray(mask, dtype=bool)
+    if vmin is None:
+        vmin = float(np.percentile(depth[valid], 2)) if valid.any() else 0.0
+    if vmax is None:
+        vmax = (float(np.percentile(depth[valid], 98)) if valid.any()
+                else 1.0)
+    rgb = colorize_depth(depth, mask, vmin, vmax)
+    title = f"depth ({unit})" if unit else "depth"
+    note = "black: none" if not valid.all() else ""
+    return with_colorbar(rgb, vmin, vmax if vmax > vmin else vmin + 1.0,
+                         title, note)
+
+
+def confidence_preview(confidence: np.ndarray) -> np.ndarray:
+    """`colorize_confidence` with a colour bar from 0 to 1."""
+    return with_colorbar(colorize_confidence(confidence), 0.0, 1.0,
+                         "confidence")
 
 
 def save_png(path: str, rgb: np.ndarray) -> None:

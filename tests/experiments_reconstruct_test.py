@@ -125,6 +125,11 @@ def test_full_run(scene_dir, tiny_model, tmp_path, capsys):
     assert points.dtype == np.float32 and colors.dtype == np.uint8
     assert f"fused {points.shape[0]} points" in printed
     assert "F-score" in printed
+    # The closing list names what was written, the render included.
+    closing = printed[printed.index(f"Wrote to {out}/:"):]
+    for name in ("depth/", "previews/", "fused.ply", "summary.json",
+                 str(render)):
+        assert f"\n  {name} " in closing, name
     assert 0 < render.stat().st_size < 300_000
     assert summary["render"]["bytes"] == render.stat().st_size
     for sub in ("depth", "confidence", "previews", "cams", "images"):
@@ -151,7 +156,8 @@ def test_convert_colmap_command(colmap_project, tmp_path, capsys):
                                   "--out", str(out)])
     printed = capsys.readouterr().out
     assert status == 0
-    assert "6 views" in printed and f"wrote {out}" in printed
+    assert "6 views" in printed and f"Wrote to {out}/:" in printed
+    assert "\n  pair.txt  source views per view" in printed
     scene = scene_lib.MVSScene(out)
     assert scene.view_ids == list(range(6))
     assert len(scene.pairs[0][1]) == 5

@@ -10,6 +10,7 @@ user would start them) on a tiny configuration: 32x64 synthetic benchmark,
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -209,11 +210,13 @@ class TestResume:
         # may land just after the next period's checkpoint).
         assert steps in before and before[-1] <= steps + PERIOD, (
             before, steps)
-        # The rerun's progress starts at the epoch after the backup.
-        shown = [line.split()[1] for line in out.splitlines()
-                 if line.startswith("Epoch ")]
-        assert shown == [f"{k}/{epochs}" for k in range(
-            steps // PERIOD + 1, epochs + 1)], shown
+        # The rerun's whole-run progress starts at the backup's step: a
+        # line per period after it.
+        assert f"resuming from backup/ at step {steps}\n" in out
+        shown = [line.split(":")[0] for line in out.splitlines()
+                 if re.match(r"step \d+/\d+: (?!the first)", line)]
+        assert shown == [f"step {k}/{TOTAL_STEPS}" for k in range(
+            steps + PERIOD, TOTAL_STEPS + 1, PERIOD)], shown
         # Checkpoint names come from optimizer.iterations: they continue
         # and end at the total (a lost step counter would restart at 2 and
         # end at TOTAL_STEPS - N).
@@ -252,7 +255,12 @@ class TestWorkDirectory:
         scalars = tags("train")
         for term in ("loss", "photometric", "reconstruction", "ssim",
                      "smoothness", "depth_mae", "within_4_intervals"):
-            assert f"epoch_{term}" in scalars, sorted(scalars)
+            assert term in scalars, sorted(scalars)
+        # One point per optimizer step (not per period), indexed by step;
+        # the resumed process wrote the steps after the backup.
+        steps = resumed_run[1]
+        assert sorted(set(scalars["loss"]))[-(TOTAL_STEPS - steps):] == (
+            list(range(steps + 1, TOTAL_STEPS + 1)))
         images = tags("images")
         for name in ("reference", "depth", "confidence"):
             assert name in images, sorted(images)

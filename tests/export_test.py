@@ -298,6 +298,7 @@ def test_cli_exports_a_keras_file_and_prints_the_signature(cli_run):
         assert line in summary, summary
     # --overwrite replaced the stale version as a whole.
     assert not (out / "stale.txt").exists()
+    assert f"Wrote:\n  {out}/  the SavedModel" in summary
 
 
 @pytest.mark.parametrize("version, message", [

@@ -12,6 +12,7 @@ from keras_mvs import evaluation
 from keras_mvs import fusion
 from keras_mvs import inference
 from keras_mvs import reconstruct
+from keras_mvs import visualize
 from keras_mvs.data import formats
 from keras_mvs.data import scene as scene_lib
 
@@ -155,10 +156,19 @@ def test_tiny_network_outputs(scene_dir, tiny_model, tmp_path):
         np.testing.assert_allclose(camera.intrinsics, expected, rtol=1e-12)
         with Image.open(tmp_path / "images" / f"{name}.png") as png:
             assert png.size == (64, 32) and png.mode == "RGB"
-        for kind in ("depth", "confidence"):
+        expected_previews = {
+            "depth": visualize.colorize_depth(
+                depth, vmin=camera.depth_min, vmax=camera.depth_max),
+            "confidence": visualize.colorize_confidence(confidence)}
+        for kind, expected_map in expected_previews.items():
             preview = tmp_path / "previews" / f"{name}_{kind}.png"
             with Image.open(preview) as png:
-                assert png.size == (64, 32) and png.mode == "RGB"
+                # The map at its size, a colour-bar legend on its right.
+                assert png.mode == "RGB"
+                assert png.size[0] > 64 and png.size[1] >= 32
+                pixels = np.asarray(png)
+            difference = np.abs(pixels[:32, :64].astype(int) - expected_map)
+            assert difference.max() <= 1, kind
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["totals"]["num_views"] == NUM_VIEWS
     assert written["settings"]["num_depths"] == [8, 8, 8]

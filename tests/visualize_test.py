@@ -111,3 +111,76 @@ def test_render_point_cloud_default_view_centres_the_cloud():
     image = visualize.render_point_cloud(points, corner, 31, 21)
     row, col = np.argwhere((image == (0, 0, 255)).all(-1))[0]
     assert col > 15 and row > 10
+
+
+# === Legends (issue 17) ===
+
+
+def test_nice_ticks_are_round_and_inside():
+    np.testing.assert_allclose(visualize.nice_ticks(0.0, 1.0),
+                               [0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(visualize.nice_ticks(512.3, 891.7),
+                               [600, 700, 800])
+    np.testing.assert_allclose(visualize.nice_ticks(425.0, 935.0, count=6),
+                               [500, 600, 700, 800, 900])
+
+
+def test_depth_preview_keeps_the_map_and_adds_a_labelled_colour_bar():
+    depth = np.tile(np.linspace(500.0, 900.0, 96), (64, 1))
+    depth[:4, :4] = 0.0  # invalid: black, and the legend says so
+    preview = visualize.depth_preview(depth, vmin=500.0, vmax=900.0,
+                                      unit="mm")
+    assert preview.dtype == np.uint8 and preview.shape[1] > 96 + 30
+    assert preview.shape[0] >= 64
+    np.testing.assert_array_equal(
+        preview[:64, :96], visualize.colorize_depth(depth, vmin=500.0,
+                                                    vmax=900.0))
+    panel = preview[:, 96:]
+    # A vertical ramp: the far (yellow) end on top, the near end below.
+    colours = {tuple(c) for c in panel.reshape(-1, 3)}
+    assert HIGH in colours and LOW in colours
+    rows_high = np.nonzero(np.all(panel == HIGH, axis=-1))[0]
+    rows_low = np.nonzero(np.all(panel == LOW, axis=-1))[0]
+    assert rows_high.max() < rows_low.min()
+    # Text (tick values, title) is drawn in black on the white panel.
+    assert np.sum(np.all(panel < 60, axis=-1)) > 50
+    assert np.sum(np.all(panel == 255, axis=-1)) > panel.shape[0] * 10
+
+
+def test_confidence_preview_bar_spans_zero_to_one():
+    confidence = np.tile(np.linspace(0.0, 1.0, 160), (128, 1))
+    preview = visualize.confidence_preview(confidence)
+    np.testing.assert_array_equal(preview[:128, :160],
+                                  visualize.colorize_confidence(confidence))
+    assert preview.shape[1] > 160
+
+
+def test_render_command_uses_a_cam_file(tmp_path, capsys):
+    from experiments import render
+    from keras_mvs import fusion
+    from keras_mvs.data import formats
+
+    # A red square 1000 mm in front of a camera at the origin.
+    grid = np.stack(np.meshgrid(np.linspace(-50, 50, 40),
+                                np.linspace(-50, 50, 40)), -1).reshape(-1, 2)
+    points = np.concatenate([grid, np.full((len(grid), 1), 1000.0)], 1)
+    colors = np.tile(np.array([[255, 0, 0]], np.uint8), (len(points), 1))
+    cloud = tmp_path / "cloud.ply"
+    fusion.write_ply(str(cloud), points.astype(np.float32), colors)
+    (tmp_path / "cams").mkdir()
+    cam_file = tmp_path / "cams" / "00000000_cam.txt"
+    formats.write_cam_file(cam_file, formats.Camera(
+        intrinsics=np.array([[800.0, 0, 160], [0, 800.0, 120], [0, 0, 1]]),
+        cam_from_world=np.eye(4), depth_min=900.0, depth_interval=2.0))
+    out = tmp_path / "view.png"
+    assert render.main([str(cloud), "--out", str(out), "--camera",
+                        str(cam_file), "--size", "160x120"]) == 0
+    with Image.open(out) as png:
+        image = np.asarray(png.convert("RGB"))
+    assert image.shape == (120, 160, 3)
+    red = np.all(image == (255, 0, 0), axis=-1)
+    # 100 mm at 1000 mm with f = 400 px (scaled to 160 px): 40 px, centred.
+    rows, cols = np.nonzero(red)
+    assert abs(rows.mean() - 59.5) < 2 and abs(cols.mean() - 79.5) < 2
+    assert 36 <= cols.max() - cols.min() <= 44
+    assert f"{out}" in capsys.readouterr().out

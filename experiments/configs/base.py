@@ -26,6 +26,9 @@ def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
     config.data.seed = 0
     # Synthetic benchmark scenes: views rendered per scene.
     config.data.synthetic_views = 20
+    # The depth unit of the cameras, for printed metrics and previews (mm
+    # for DTU, BlendedMVS-style MVSNet folders and the synthetic scenes).
+    config.data.depth_unit = "mm"
 
     config.model = ml_collections.ConfigDict()
     config.model.num_depths = (48, 32, 8)

@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import plyfile
@@ -1484,10 +1484,25 @@ def benchmark_seeds(split: str) -> tuple[int, ...]:
     return seeds[split]
 
 
+def benchmark_dir(split: str,
+                  root: Optional[Union[str, os.PathLike]] = None,
+                  height: int = 128, width: int = 160,
+                  num_views: int = BENCHMARK_NUM_VIEWS) -> Path:
+    """The folder `ensure_benchmark` keeps a split in (it may not exist yet).
+
+    Args: as `ensure_benchmark`.
+    """
+    root = (Path.home() / ".cache" / "keras_mvs" / "synthetic"
+            if root is None else Path(root))
+    return root / f"{split}-{height}x{width}-v{num_views}-r{RENDERER_VERSION}"
+
+
 def ensure_benchmark(split: str,
                      root: Optional[Union[str, os.PathLike]] = None,
                      height: int = 128, width: int = 160,
-                     num_views: int = BENCHMARK_NUM_VIEWS) -> list[Path]:
+                     num_views: int = BENCHMARK_NUM_VIEWS,
+                     on_scene: Optional[Callable[[int, int], None]] = None,
+                     ) -> list[Path]:
     """Returns the benchmark scenes of a split, rendering them on first use.
 
     The split is written once to `root/<key>/scene_{k:03d}` (scene k has
@@ -1504,21 +1519,24 @@ def ensure_benchmark(split: str,
         height: image height in pixels.
         width: image width in pixels.
         num_views: views per scene.
+        on_scene: called as `on_scene(k, n)` before scene k (0-based) of
+            the n to render is rendered; not called when the split exists.
 
     Returns:
         The scene folders, in seed order.
     """
     seeds = benchmark_seeds(split)
-    root = (Path.home() / ".cache" / "keras_mvs" / "synthetic"
-            if root is None else Path(root))
-    key = f"{split}-{height}x{width}-v{num_views}-r{RENDERER_VERSION}"
-    split_dir = root / key
+    split_dir = benchmark_dir(split, root, height, width, num_views)
+    root = split_dir.parent
+    key = split_dir.name
     names = [f"scene_{index:03d}" for index in range(len(seeds))]
     if not split_dir.is_dir():
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
         try:
-            for name, seed in zip(names, seeds):
+            for index, (name, seed) in enumerate(zip(names, seeds)):
+                if on_scene is not None:
+                    on_scene(index, len(seeds))
                 config = SceneConfig(height=height, width=width,
                                      num_views=num_views, seed=seed)
                 write_scene(render_scene(config), staging / name)
