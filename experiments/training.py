@@ -216,8 +216,18 @@ def load_init_weights(network: keras.Model, init: str) -> int:
     Raises:
         ValueError: the two networks' variables differ (names or shapes).
     """
-    source = {v.path.partition("/")[2]: v for v in init_network(init).variables}
-    target = {v.path.partition("/")[2]: v for v in network.variables}
+    def by_path(model):
+        # Paths below the network's own name: a network inside the trainer
+        # has its variables under "mvs_trainer/<network name>/...".
+        variables = {}
+        for variable in model.variables:
+            parts = variable.path.split("/")
+            start = parts.index(model.name) + 1 if model.name in parts else 1
+            variables["/".join(parts[start:])] = variable
+        return variables
+
+    source = by_path(init_network(init))
+    target = by_path(network)
     mismatched = sorted(
         set(source) ^ set(target)
         | {k for k in set(source) & set(target)

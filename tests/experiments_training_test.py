@@ -465,7 +465,11 @@ class TestInit:
         path, source = init_model
         config = _config(["--smoke", "--init", str(path)])
         network = training.build_network(config)
+        # Inside the trainer, as training builds it: the variable paths
+        # then start with the trainer's name.
+        trainer = training.build_trainer(config, network)
         network.build()
+        assert trainer.network is network
         assert training.load_init_weights(network, str(path)) == len(
             source.variables)
         for ours, theirs in zip(network.variables, source.variables):
