@@ -157,7 +157,7 @@ class SfmResult:
         mapper: "incremental" or "global", the mapper of the kept model.
         matcher: "exhaustive" or "sequential".
         verified_pairs: image pairs with enough verified matches.
-        focal_length: the first camera's focal length, pixels.
+        focal_length: the first camera's mean focal length, pixels.
         timing: seconds per stage.
     """
 
@@ -484,7 +484,7 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
     log(f"mapping: kept the {chosen_mapper} model, {len(registered)} of "
         f"{len(names)} images registered, {chosen.num_points3D()} points, "
         f"mean reprojection error {error:.2f} px, focal "
-        f"{camera.focal_length:.0f} px ({timing['mapping_seconds']:.1f} s)")
+        f"{camera.mean_focal_length():.0f} px ({timing['mapping_seconds']:.1f} s)")
     if unregistered:
         log(f"warning: {len(unregistered)} image(s) not registered: "
             + ", ".join(unregistered))
@@ -509,7 +509,7 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
         num_points=int(chosen.num_points3D()),
         mean_reprojection_error=error, mapper=chosen_mapper,
         matcher=matcher, verified_pairs=int(verified),
-        focal_length=float(camera.focal_length), timing=timing)
+        focal_length=float(camera.mean_focal_length()), timing=timing)
     record = {**result.to_json(), "options": dataclasses.asdict(options)}
     temporary = sfm_dir / f".sfm.json.tmp-{os.getpid()}"
     temporary.write_text(json.dumps(record, indent=2) + "\n")
