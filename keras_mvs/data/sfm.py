@@ -99,6 +99,8 @@ class SfmOptions:
         two_view_tracks: triangulate points seen by two images only.
         init_image_names: optional names of the initial image pair.
         num_threads: threads, -1 for all cores.
+        random_seed: seed of COLMAP's RANSAC and mapper (-1: random);
+            with more than one thread the runs can still differ a little.
     """
 
     max_num_features: int = 8192
@@ -122,6 +124,7 @@ class SfmOptions:
     two_view_tracks: bool = True
     init_image_names: Optional[Tuple[str, str]] = None
     num_threads: int = -1
+    random_seed: int = 0
 
     def __post_init__(self):
         for name, allowed in (("matcher", MATCHERS), ("mapper", MAPPERS),
@@ -269,6 +272,7 @@ def _pipeline_options(options: SfmOptions, image_ids: Dict[str, int]):
     pipeline.num_threads = options.num_threads
     pipeline.min_num_matches = options.min_num_matches
     pipeline.extract_colors = True
+    pipeline.random_seed = options.random_seed
     mapper = pipeline.mapper
     mapper.init_min_num_inliers = options.init_min_num_inliers
     mapper.abs_pose_min_num_inliers = options.abs_pose_min_num_inliers
@@ -353,6 +357,8 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
 
     timing = {}
     start = time.perf_counter()
+    if options.random_seed >= 0:
+        pycolmap.set_random_seed(options.random_seed)
     names, (height, width) = check_images(images_dir)
     timing["check_seconds"] = time.perf_counter() - start
     log(f"sfm: {len(names)} images of {width}x{height} in {images_dir} "
@@ -460,6 +466,7 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
         (mapping_dir / "global").mkdir(parents=True)
         pipeline = pycolmap.GlobalPipelineOptions()
         pipeline.num_threads = options.num_threads
+        pipeline.random_seed = options.random_seed
         pipeline.min_num_matches = options.min_num_matches
         models = pycolmap.global_mapping(database, images_dir,
                                          mapping_dir / "global", pipeline)
@@ -484,7 +491,8 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
     log(f"mapping: kept the {chosen_mapper} model, {len(registered)} of "
         f"{len(names)} images registered, {chosen.num_points3D()} points, "
         f"mean reprojection error {error:.2f} px, focal "
-        f"{camera.mean_focal_length():.0f} px ({timing['mapping_seconds']:.1f} s)")
+        f"{camera.mean_focal_length():.0f} px "
+        f"({timing['mapping_seconds']:.1f} s)")
     if unregistered:
         log(f"warning: {len(unregistered)} image(s) not registered: "
             + ", ".join(unregistered))
@@ -550,8 +558,9 @@ def similarity_fit(
     return scale, rotation, translation
 
 
-def camera_centres(model_dir: PathLike,
-                   names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+def camera_centres(
+    model_dir: PathLike, names: Optional[Sequence[str]] = None,
+) -> Dict[str, np.ndarray]:
     """World-frame camera centres of a COLMAP model's registered images.
 
     Args:
