@@ -246,7 +246,8 @@ def scene_from_photos(images: pathlib.Path, out_dir: pathlib.Path, options):
 
     Returns:
         `(MVSScene, sfm record)`: the record is `SfmResult.to_json()` plus
-        the conversion's depth-range and pair counts.
+        `views_without_sources`, registered images no other view shares
+        points with (they get no depth map).
 
     Raises:
         ValueError: a bad photo set or a failed conversion (`SfmError`,
