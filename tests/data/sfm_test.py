@@ -190,3 +190,21 @@ def test_fused_cloud_from_sfm_cameras_matches_true_cameras(sfm_run):
     assert sfm_points.shape[0] >= 0.8 * true_points.shape[0]
     distances, _ = cKDTree(true_points).query(sfm_points)
     assert np.mean(distances) < 1.0, np.mean(distances)
+
+
+def test_model_disagreement():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(6, 3))
+    names = [f"v{k}.png" for k in range(6)]
+    first = dict(zip(names, centres))
+    # The same cameras in another frame: no disagreement.
+    moved = dict(zip(names, 3.0 * centres[:, ::-1] * [1, 1, -1] + 5.0))
+    assert sfm.model_disagreement(first, moved) == pytest.approx(0, abs=1e-9)
+    # One camera moved by the mean spread: a large disagreement.
+    spread = np.mean(np.linalg.norm(centres - centres.mean(0), axis=1))
+    shifted = dict(first)
+    shifted["v2.png"] = centres[2] + [spread, 0.0, 0.0]
+    assert sfm.model_disagreement(first, shifted) > sfm.MAX_DISAGREEMENT
+    # Fewer than 3 common images: undefined.
+    assert sfm.model_disagreement(first, {"v0.png": centres[0],
+                                          "v1.png": centres[1]}) is None
