@@ -483,8 +483,15 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
         pipeline.num_threads = options.num_threads
         pipeline.random_seed = options.random_seed
         pipeline.min_num_matches = options.min_num_matches
-        models = pycolmap.global_mapping(database, images_dir,
-                                         mapping_dir / "global", pipeline)
+        try:
+            models = pycolmap.global_mapping(database, images_dir,
+                                             mapping_dir / "global", pipeline)
+        except RuntimeError as error:
+            if options.mapper == "global":
+                raise
+            # In "auto" mode the incremental model still stands.
+            log(f"mapping (global): failed ({error})")
+            models = {}
         candidate = _best_model(models)
         log(f"mapping (global): {_describe_models(models)} "
             f"({time.perf_counter() - global_start:.1f} s)")
