@@ -1,5 +1,9 @@
 """Reconstruct a scene: depth maps, filtering and fusion to a coloured PLY.
 
+    python -m experiments.reconstruct --images PHOTOS --model PATH --out DIR
+        [--sfm-matcher auto|exhaustive|sequential]
+        [--sfm-mapper auto|incremental|global] [--sfm-camera-model M]
+        [--sfm-max-features N] [--sfm-init-pair A.jpg,B.jpg] [...]
     python -m experiments.reconstruct --scene DIR --model PATH --out DIR
         [--max-height H] [--max-width W] [--views V] [--num-depths 48,32,8]
         [--filter pcd|dypcd|PRESET] [--conf C | --conf C1,C2,C3]
@@ -13,6 +17,14 @@ DIR/sparse or DIR/sparse/0) with its undistorted images (`--images`, or an
 `images/` folder beside the model, as COLMAP's image_undistorter writes it).
 A COLMAP model is converted first (`keras_mvs.data.colmap`) into
 OUT/mvsnet_scene/, which holds the cams, depth ranges and pair.txt used.
+
+Without `--scene`, `--images` is a folder of photos: structure from motion
+(`keras_mvs.data.sfm`: features, matching, mapping, undistortion) runs into
+OUT/sfm/, its model is converted into OUT/mvsnet_scene/, and the scene is
+reconstructed from there. Images that did not register are named in the
+log and in summary.json (`sfm`); with few registered views the pcd
+filter's consistent-source count is lowered to what the pair lists hold
+(`adapted` in summary.json) unless `--min-consistent-views` is given.
 
 `--model` is a preset name (`keras_mvs.presets`; the default is the shipped
 `synthetic_unity`), a training work directory, a `.keras` file or an
@@ -29,6 +41,7 @@ name works too. `--conf` replaces the confidence thresholds.
 """
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -44,6 +57,15 @@ NO_MODEL_MESSAGE = (
     "experiments.train_unimvs --workdir runs/unimvs` (supervised), or by "
     "converting an official PyTorch checkpoint with `python -m "
     "experiments.convert_checkpoint --state-dict FILE --out model.keras`.")
+
+# Depth-range multipliers of the 1st / 99th percentile of the sparse-point
+# depths for scenes made by structure from motion. colmap2mvsnet's 0.75 /
+# 1.25 (keras_mvs.data.colmap) span 2.8x the depth extent of the Middlebury
+# dino's bounding box, and with the phase-1 unity model at 320x224 the pcd
+# filter then kept 5 k points on the dino and 11 k on the temple; 0.9 / 1.1
+# still covers both rings' bounding boxes and kept 105 k and 48 k.
+SFM_NEAR_FACTOR = 0.9
+SFM_FAR_FACTOR = 1.1
 
 # --filter shorthands for the FilterConfig presets.
 FILTER_ALIASES = {"pcd": "casmvsnet", "dypcd": "unimvsnet_dypcd"}
@@ -89,14 +111,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.reconstruct",
         description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scene", required=True,
-                        help="MVSNet-layout folder or COLMAP model folder")
+    parser.add_argument("--scene",
+                        help="MVSNet-layout folder or COLMAP model folder "
+                        "(omit to run structure from motion on --images)")
     parser.add_argument("--model",
                         help="preset name, work directory, .keras file or "
                         "SavedModel (default: the synthetic_unity preset)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--images",
-                        help="COLMAP input: the undistorted images folder")
+                        help="with --scene COLMAP: the undistorted images "
+                        "folder; without --scene: the photos to run "
+                        "structure from motion on")
+    parser.add_argument("--sfm-matcher", default="auto",
+                        choices=("auto", "exhaustive", "sequential"),
+                        help="feature matching (auto: exhaustive up to 100 "
+                        "images, else sequential in name order)")
+    parser.add_argument("--sfm-mapper", default="auto",
+                        choices=("auto", "incremental", "global"),
+                        help="mapping (auto: incremental, plus global when "
+                        "images are left out; the model registering most "
+                        "images is kept)")
+    parser.add_argument("--sfm-camera-model", default="SIMPLE_PINHOLE",
+                        help="COLMAP camera model shared by the photos "
+                        "(SIMPLE_RADIAL or OPENCV for lenses with visible "
+                        "distortion)")
+    parser.add_argument("--sfm-max-features", type=_positive_int,
+                        default=8192, help="SIFT features per image")
+    parser.add_argument("--sfm-init-pair",
+                        help="two image names to start the incremental "
+                        "mapper from, comma-separated")
     parser.add_argument("--max-height", type=_positive_int, default=864,
                         help="largest network input height (default 864)")
     parser.add_argument("--max-width", type=_positive_int, default=1152,
@@ -185,6 +228,93 @@ def open_scene(scene_dir: pathlib.Path, images: Optional[str],
     return scene_lib.MVSScene(target)
 
 
+def sfm_options(args: argparse.Namespace):
+    """The SfmOptions of the --sfm-* flags.
+
+    Raises:
+        ValueError: an invalid value (the message names the flag).
+    """
+    from keras_mvs.data import sfm
+
+    init = None
+    if args.sfm_init_pair:
+        init = tuple(name.strip() for name in args.sfm_init_pair.split(","))
+        if len(init) != 2:
+            raise ValueError(
+                f"--sfm-init-pair: expected two image names separated by a "
+                f"comma; received {args.sfm_init_pair!r}")
+    if args.sfm_camera_model not in sfm.CAMERA_MODELS:
+        raise ValueError(
+            f"--sfm-camera-model: expected one of {sfm.CAMERA_MODELS}; "
+            f"received {args.sfm_camera_model!r}")
+    return sfm.SfmOptions(
+        matcher=args.sfm_matcher, mapper=args.sfm_mapper,
+        camera_model=args.sfm_camera_model,
+        max_num_features=args.sfm_max_features, init_image_names=init)
+
+
+def scene_from_photos(images: pathlib.Path, out_dir: pathlib.Path, options):
+    """Structure from motion on a folder of photos into OUT/sfm, converted
+    to OUT/mvsnet_scene.
+
+    Returns:
+        `(MVSScene, sfm record)`: the record is `SfmResult.to_json()` plus
+        `views_without_sources`, registered images no other view shares
+        points with (they get no depth map).
+
+    Raises:
+        ValueError: a bad photo set or a failed conversion (`SfmError`,
+            `ColmapError`; the message names the file or the problem).
+    """
+    from keras_mvs.data import colmap
+    from keras_mvs.data import scene as scene_lib
+    from keras_mvs.data import sfm
+
+    try:
+        result = sfm.run_sfm(images, out_dir / "sfm", options)
+    except RuntimeError as error:  # pycolmap's own failures
+        raise ValueError(
+            f"structure from motion on {images} failed: {error}") from None
+    conversion = colmap.convert(result.model_dir, result.images_dir,
+                                near_factor=SFM_NEAR_FACTOR,
+                                far_factor=SFM_FAR_FACTOR)
+    target = colmap.write_mvsnet_folder(conversion, out_dir / "mvsnet_scene",
+                                        link_images=True, overwrite=True)
+    print(f"conversion: {len(conversion.names)} views with depth ranges "
+          f"({SFM_NEAR_FACTOR} x 1st to {SFM_FAR_FACTOR} x 99th percentile "
+          f"of the sparse depths) and pairs in {target}")
+    record = result.to_json()
+    record["views_without_sources"] = [
+        conversion.names[ref] for ref, sources in conversion.pairs
+        if not sources]
+    return scene_lib.MVSScene(target), record
+
+
+def fit_filter_to_pairs(config, pairs) -> tuple:
+    """Lowers the pcd filter's consistent-source count to the most sources
+    any pair list holds (few registered views give short lists).
+
+    Args:
+        config: the `fusion.FilterConfig`.
+        pairs: the scene's `[(ref, [(src, score), ...]), ...]`.
+
+    Returns:
+        `(config, adapted)`: `adapted` maps each changed field to
+        `{"requested", "used", "reason"}` (empty when nothing changed).
+    """
+    available = max((len(sources) for _, sources in pairs), default=0)
+    if config.max_source_views is not None:
+        available = min(available, config.max_source_views)
+    if (config.method != "pcd" or available < 1
+            or config.min_consistent_views <= available):
+        return config, {}
+    adapted = {"min_consistent_views": {
+        "requested": config.min_consistent_views, "used": available,
+        "reason": f"{len(pairs)} registered views: the pair lists hold at "
+                  f"most {available} source views"}}
+    return dataclasses.replace(config, min_consistent_views=available), adapted
+
+
 def _print_summary(summary: dict, out_dir: pathlib.Path) -> None:
     print(f"\n{'view':>8} {'size':>11} {'points':>9} {'photo rej':>9} "
           f"{'geo rej':>8}")
@@ -209,6 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.scene and not args.images:
+        parser.error("expected --scene (an MVSNet or COLMAP folder) or "
+                     "--images (a folder of photos for structure from "
+                     "motion)")
     if not args.model:
         from keras_mvs import presets
 
@@ -244,10 +378,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                args.min_consistent_views)
     except ValueError as error:
         parser.error(f"--filter/--conf: {error}")
+    sfm_record, adapted = None, {}
     try:
-        scene = open_scene(pathlib.Path(args.scene), args.images, out_dir)
+        if args.scene:
+            scene = open_scene(pathlib.Path(args.scene), args.images,
+                               out_dir)
+        else:
+            # summary.json marks a complete run: none while SfM runs.
+            (out_dir / "summary.json").unlink(missing_ok=True)
+            scene, sfm_record = scene_from_photos(
+                pathlib.Path(args.images), out_dir, sfm_options(args))
+            if args.min_consistent_views is None:
+                config, adapted = fit_filter_to_pairs(config, scene.pairs)
+            for field, change in adapted.items():
+                print(f"adapted: {field} {change['requested']} -> "
+                      f"{change['used']} ({change['reason']})")
     except (ValueError, FileNotFoundError) as error:
-        # FormatError is a ValueError: it names the file and line.
+        # FormatError, SfmError and ColmapError are ValueErrors naming the
+        # file and the problem.
         print(f"reconstruct: error: {error}", file=sys.stderr)
         return 2
 
@@ -276,6 +424,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"reconstruct: error: {error}", file=sys.stderr)
         return 1
     summary["timing"]["model_load_seconds"] = load_seconds
+    if sfm_record is not None:
+        summary["sfm"] = sfm_record
+        summary["adapted"] = adapted
+        summary["timing"]["sfm_seconds"] = sfm_record["timing"][
+            "total_seconds"]
+        print(f"sfm: {sfm_record['num_registered']} of "
+              f"{sfm_record['num_images']} images registered"
+              + (f"; not registered: {', '.join(sfm_record['unregistered'])}"
+                 if sfm_record["unregistered"] else ""))
     _print_summary(summary, out_dir)
     if "masks" in summary:
         masks = summary["masks"]

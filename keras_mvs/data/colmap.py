@@ -67,6 +67,8 @@ _PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 _ZERO_DISTORTION_MODELS = ("SIMPLE_RADIAL", "RADIAL", "OPENCV",
                            "FULL_OPENCV")
 _MVSNET_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Files counted as images when looking for unregistered ones.
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 
 class ColmapError(ValueError):
@@ -85,6 +87,9 @@ class ColmapConversion:
         image_sizes: `(height, width)` per view.
         pairs: `[(ref, [(src, score), ...]), ...]`, best source first.
         num_points: sparse points observed per view.
+        unregistered: images that are not views: in the model without a
+            pose, or image files in the images folder the model does not
+            hold (relative names, sorted).
     """
 
     model_dir: pathlib.Path
@@ -94,6 +99,7 @@ class ColmapConversion:
     image_sizes: List[Tuple[int, int]]
     pairs: formats.Pairs
     num_points: List[int]
+    unregistered: List[str] = dataclasses.field(default_factory=list)
 
 
 # Parameters per COLMAP camera model id (colmap/sensor/models.h).
@@ -246,6 +252,28 @@ def _pairs(scores: np.ndarray, num_sources: int) -> formats.Pairs:
     return pairs
 
 
+def unregistered_images(reconstruction,
+                        images_dir: pathlib.Path) -> List[str]:
+    """Images a model does not place: its images without a pose, and
+    image files under `images_dir` it does not name.
+
+    Args:
+        reconstruction: a `pycolmap.Reconstruction`.
+        images_dir: the images folder the model's names are relative to.
+
+    Returns:
+        Sorted names relative to `images_dir` (POSIX separators).
+    """
+    posed = {image.name for image in reconstruction.images.values()
+             if image.has_pose}
+    unposed = {image.name for image in reconstruction.images.values()
+               if not image.has_pose}
+    files = {path.relative_to(images_dir).as_posix()
+             for path in images_dir.rglob("*")
+             if path.is_file() and path.suffix.lower() in _IMAGE_SUFFIXES}
+    return sorted((unposed | files) - posed)
+
+
 def depth_range(depths: np.ndarray, near_factor: float = NEAR_FACTOR,
                 far_factor: float = FAR_FACTOR) -> Tuple[float, float]:
     """`(near_factor * P1, far_factor * P99)` of positive point depths.
@@ -331,6 +359,13 @@ def convert(
             f"images are missing, e.g. {missing[:3]}; expected the folder "
             "the model's image names are relative to")
 
+    unregistered = unregistered_images(reconstruction, images_dir)
+    if unregistered:
+        warnings.warn(
+            f"{model_dir}: {len(unregistered)} image(s) are not registered "
+            f"in the model and get no view: {', '.join(unregistered)}",
+            UserWarning, stacklevel=2)
+
     index_of = {image.image_id: k for k, image in enumerate(images)}
     point_ids = list(reconstruction.points3D.keys())
     points = np.array([reconstruction.points3D[p].xyz for p in point_ids],
@@ -394,7 +429,8 @@ def convert(
         model_dir=model_dir, names=[image.name for image in images],
         image_paths=[images_dir / image.name for image in images],
         cameras=cameras, image_sizes=sizes,
-        pairs=_pairs(scores, num_sources), num_points=num_points)
+        pairs=_pairs(scores, num_sources), num_points=num_points,
+        unregistered=unregistered)
 
 
 def _place_image(source: pathlib.Path, target_stem: pathlib.Path,

@@ -117,6 +117,11 @@ class SceneConfig:
         cap_angle_deg: half-angle of the spherical cap of camera directions.
         focal_scale: focal length in units of the image width (DTU's
             160x128 cameras have about 2.26).
+        intrinsics_jitter: perturb each camera's focal lengths (1 %) and
+            principal point (2 % of the size), as real rigs are; False
+            gives all cameras one K with the principal point at the image
+            centre (a single pinhole camera, as structure from motion
+            assumes). The random draws are the same either way.
         num_pair_samples: surface points drawn area-uniformly over all
             surfaces to score the view pairs (those seen by no camera
             drop out).
@@ -164,6 +169,7 @@ class SceneConfig:
     cap_elevation_deg: float = 50.0
     cap_angle_deg: float = 30.0
     focal_scale: float = 2.0
+    intrinsics_jitter: bool = True
     num_pair_samples: int = 40000
     gt_voxel_size: Optional[float] = None
     num_depths: int = 192
@@ -577,6 +583,9 @@ def _make_cameras(config: SceneConfig, rng: np.random.Generator,
     roll = np.radians(rng.uniform(-3.0, 3.0, num_views))
     focal_jitter = rng.uniform(0.99, 1.01, size=(num_views, 2))
     centre_jitter = rng.uniform(-0.02, 0.02, size=(num_views, 2))
+    if not config.intrinsics_jitter:
+        focal_jitter = np.ones_like(focal_jitter)
+        centre_jitter = np.zeros_like(centre_jitter)
 
     if config.camera_layout == "forward":
         columns = int(np.ceil(np.sqrt(num_views)))

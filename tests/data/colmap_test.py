@@ -210,3 +210,25 @@ def test_find_model_dir_layouts(project, tmp_path):
     assert colmap.find_model_dir(tmp_path) is None
     assert colmap.find_images_dir(project / "sparse" / "0") == (
         project / "images")
+
+
+def test_unregistered_images_are_named(project, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in (project / "images").iterdir():
+        (images / path.name).write_bytes(path.read_bytes())
+    (images / "left_out.png").write_bytes(
+        (project / "images" / "view_00.png").read_bytes())
+    with pytest.warns(UserWarning, match=r"1 image\(s\) are not registered "
+                      r"in the model and get no view: left_out\.png"):
+        conversion = colmap.convert(project / "sparse" / "0", images)
+    assert conversion.unregistered == ["left_out.png"]
+    assert len(conversion.names) == NUM_VIEWS
+
+
+def test_no_warning_when_every_image_is_registered(project):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not registered.*")
+        assert colmap.convert(project).unregistered == []
