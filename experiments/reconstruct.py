@@ -43,6 +43,7 @@ name works too. `--conf` replaces the confidence thresholds.
 import argparse
 import dataclasses
 import pathlib
+import shutil
 import sys
 import time
 from typing import Optional, Sequence
@@ -66,6 +67,11 @@ NO_MODEL_MESSAGE = (
 # still covers both rings' bounding boxes and kept 105 k and 48 k.
 SFM_NEAR_FACTOR = 0.9
 SFM_FAR_FACTOR = 1.1
+
+# What a reconstruction writes into --out (sfm/ and mvsnet_scene/, the
+# inputs it derived, are kept): a rerun with --overwrite removes these first.
+RESULT_NAMES = ("summary.json", "fused.ply", "depth", "confidence",
+                "previews", "cams", "images")
 
 # --filter shorthands for the FilterConfig presets.
 FILTER_ALIASES = {"pcd": "casmvsnet", "dypcd": "unimvsnet_dypcd"}
@@ -118,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="preset name, work directory, .keras file or "
                         "SavedModel (default: the synthetic_unity preset)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the reconstruction already in --out")
     parser.add_argument("--images",
                         help="with --scene COLMAP: the undistorted images "
                         "folder; without --scene: the photos to run "
@@ -362,6 +370,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.memory_budget_gb is not None and not args.memory_budget_gb > 0:
         parser.error(f"--memory-budget-gb must be positive; received "
                      f"{args.memory_budget_gb}")
+    # Checked before anything is loaded: --out must be a folder, and a
+    # previous reconstruction in it is replaced only when asked; its result
+    # files go first, so a failed rerun never leaves an old fused.ply
+    # looking like its result.
+    out_dir = pathlib.Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"reconstruct: error: --out {out_dir}: a file, not a folder",
+              file=sys.stderr)
+        return 2
+    previous = [out_dir / name for name in RESULT_NAMES
+                if (out_dir / name).exists()]
+    if previous and not args.overwrite:
+        print(f"reconstruct: error: --out {out_dir} holds a previous "
+              f"reconstruction ({previous[0].name}); pass --overwrite to "
+              "replace it, or choose another folder", file=sys.stderr)
+        return 2
+    for path in previous:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
     # TensorFlow is imported only once the arguments are known to be sound,
     # and without its log noise unless --verbose.
@@ -372,7 +401,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from keras_mvs import inference
     from keras_mvs import reconstruct as reconstruct_lib
 
-    out_dir = pathlib.Path(args.out)
     try:
         config = filter_config(args.filter, args.conf,
                                args.min_consistent_views)
@@ -393,6 +421,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for field, change in adapted.items():
                 print(f"adapted: {field} {change['requested']} -> "
                       f"{change['used']} ({change['reason']})")
+        # Every cam file and image header the run will read, before the
+        # model is loaded: a bad file in view 15 fails now, not after views
+        # 0-14 were written.
+        from keras_mvs.data import pipeline
+
+        pipeline.check_folders([scene.root], num_views=args.views)
     except (ValueError, FileNotFoundError) as error:
         # FormatError, SfmError and ColmapError are ValueErrors naming the
         # file and the problem.

@@ -59,6 +59,11 @@ def test_unreadable_photo(tiny_model, tmp_path, capsys):
     (out / "summary.json").write_text("{}")  # a stale run's marker
     status = cli.main(["--images", str(photos), "--model", str(tiny_model),
                        "--out", str(out)])
+    assert status == 2  # a previous run's result is not replaced silently
+    assert "--overwrite" in _error_line(capsys)
+    assert (out / "summary.json").exists()
+    status = cli.main(["--images", str(photos), "--model", str(tiny_model),
+                       "--out", str(out), "--overwrite"])
     assert status == 2
     assert "p3.png: cannot be read as an image" in _error_line(capsys)
     assert not (out / "summary.json").exists()

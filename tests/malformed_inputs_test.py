@@ -387,3 +387,60 @@ def test_reader_messages_are_json_free(scene):
         opened.camera(view)
     assert json.dumps(opened.pairs)
     assert np.isfinite(opened.camera(0).intrinsics).all()
+
+
+# === reconstruct: checked before the model is loaded ===
+
+
+def _reconstruct(argv, capsys):
+    from experiments import reconstruct
+
+    return _run(reconstruct.main, argv, capsys)
+
+
+def test_reconstruct_out_is_a_file(tmp_path, capsys, scene):
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    status, err = _reconstruct(["--scene", str(scene), "--model", "none",
+                                "--out", str(out)], capsys)
+    _assert_one_line(status, err, "out.txt: a file, not a folder")
+
+
+def test_reconstruct_refuses_to_mix_with_a_previous_run(tmp_path, capsys,
+                                                        scene):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fused.ply").write_text("old")
+    status, err = _reconstruct(["--scene", str(scene), "--model", "none",
+                                "--out", str(out)], capsys)
+    _assert_one_line(status, err, "previous reconstruction (fused.ply)",
+                     "--overwrite")
+    assert (out / "fused.ply").read_text() == "old"
+
+
+def test_reconstruct_reads_every_view_before_inference(tmp_path, capsys,
+                                                       scene):
+    # A bad cam in the last view fails before the model is even loaded
+    # (the model path does not exist), and nothing is written.
+    _replace_line(scene / "cams" / "00000033_cam.txt", 2, "1 0 0")
+    out = tmp_path / "out"
+    status, err = _reconstruct(["--scene", str(scene), "--model",
+                                str(tmp_path / "no_model"), "--out",
+                                str(out)], capsys)
+    _assert_one_line(status, err, "00000033_cam.txt, line 3")
+    assert not (out / "summary.json").exists()
+    assert not (out / "fused.ply").exists()
+
+
+def test_reconstruct_overwrite_removes_the_old_result_first(tmp_path, capsys,
+                                                            scene):
+    _replace_line(scene / "cams" / "00000033_cam.txt", 2, "1 0 0")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fused.ply").write_text("old")
+    (out / "summary.json").write_text("{}")
+    status, err = _reconstruct(["--scene", str(scene), "--model", "none",
+                                "--out", str(out), "--overwrite"], capsys)
+    _assert_one_line(status, err, "00000033_cam.txt")
+    assert not (out / "fused.ply").exists()
+    assert not (out / "summary.json").exists()
