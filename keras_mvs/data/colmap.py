@@ -132,7 +132,7 @@ def damaged_binary_file(model_dir: PathLike) -> Optional[str]:
         data = path.read_bytes()
         size = len(data)
 
-        def need(offset, count, what, index):
+        def need(offset, count, what, index, path=path, size=size):
             if offset + count > size:
                 raise EOFError(f"{path}: truncated: the file ends inside "
                                f"{what} {index} (byte {size}; expected at "
