@@ -47,6 +47,10 @@ def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
     # statistics across them, as the reference trains (SyncBN); ignored on
     # one device.
     config.model.sync_batchnorm = True
+    # Warp every source again in the backward pass instead of keeping its
+    # warped volume (CascadeMVSNet `recompute_sources`): less training
+    # memory for one more warp per source.
+    config.model.recompute_sources = False
 
     config.loss = ml_collections.ConfigDict()
     config.loss.objective = "supervised"
