@@ -244,3 +244,79 @@ def test_diagnosis_names_the_photometric_filter():
     hints = reconstruct.diagnose(stats, 0, fusion.FilterConfig())
     assert hints and "photometric filter removed 99 %" in hints[0]
     assert "lower --conf" in hints[0]
+
+
+class _ShiftPredictor:
+    """A translation-equivariant fake network: depth = image + (x - cx).
+
+    Stitched tiles reproduce the untiled maps exactly iff every crop moves
+    the principal point by its corner and every core lands in its place.
+    """
+
+    def __call__(self, inputs):
+        images = np.asarray(inputs["images"])
+        k = np.asarray(inputs["intrinsics"])[:, 0]
+        batch, _, height, width = images.shape[:4]
+        columns = np.arange(width, dtype=np.float32)[None, None, :]
+        rows = np.arange(height, dtype=np.float32)[None, :, None]
+        depth = (images[:, 0, ..., 0] + columns - k[:, 0, 2, None, None]
+                 + 0.001 * (rows - k[:, 1, 2, None, None]))
+        stages = [{"confidence": depth[:, ::4, ::4]},
+                  {"confidence": depth[:, ::2, ::2]},
+                  {"confidence": depth}]
+        return {"depth": depth, "confidence": depth * 2.0,
+                "stages": stages}
+
+
+def test_tiled_inference_stitches_exactly():
+    rng = np.random.default_rng(0)
+    height, width = 192, 256
+    k = np.array([[200.0, 0, 130.0], [0, 200.0, 90.0], [0, 0, 1]],
+                 np.float32)
+    inputs = {"images": rng.uniform(size=(1, 3, height, width, 3)).astype(
+                  np.float32),
+              "intrinsics": np.tile(k, (1, 3, 1, 1)),
+              "cam_from_world": np.tile(np.eye(4, dtype=np.float32),
+                                        (1, 3, 1, 1)),
+              "depth_range": np.array([[1.0, 2.0]], np.float32)}
+    shape = reconstruct.NetworkShape((48, 32, 8), (32, 16, 8), 192, True)
+    whole = reconstruct.predict_tiled(
+        _ShiftPredictor(), inputs,
+        reconstruct.plan_tiles(height, width, 3, shape, None))
+    budget = reconstruct.estimate_working_bytes(192, 192, 3, shape)
+    tiles = reconstruct.plan_tiles(height, width, 3, shape, budget)
+    assert len(tiles) > 1
+    covered = np.zeros((height, width), int)
+    for tile in tiles:
+        y0, y1, x0, x1 = tile.window
+        assert reconstruct.estimate_working_bytes(
+            y1 - y0, x1 - x0, 3, shape) <= budget
+        assert all(v % 32 == 0 for v in tile.window + tile.core)
+        covered[tile.core[0]:tile.core[1], tile.core[2]:tile.core[3]] += 1
+    assert np.all(covered == 1)
+    tiled = reconstruct.predict_tiled(_ShiftPredictor(), inputs, tiles)
+    for key in ("depth", "confidence"):
+        np.testing.assert_allclose(tiled[key], whole[key], atol=1e-4)
+    for a, b in zip(tiled["stages"], whole["stages"]):
+        np.testing.assert_allclose(a["confidence"], b["confidence"],
+                                   atol=1e-4)
+
+
+def test_views_that_fit_run_in_one_call():
+    shape = reconstruct.NetworkShape((48, 32, 8), (32, 16, 8), 192, True)
+    budget = reconstruct.estimate_working_bytes(512, 640, 5, shape)
+    assert len(reconstruct.plan_tiles(512, 640, 5, shape, budget)) == 1
+    assert len(reconstruct.plan_tiles(1152, 1600, 5, shape, budget)) > 1
+    with pytest.raises(reconstruct.InsufficientMemoryError,
+                       match="lower --max-height"):
+        reconstruct.plan_tiles(512, 640, 5, shape, 2**20)
+
+
+def test_working_memory_model_bounds_the_bench():
+    # bench/model_bench.py working MB (5 views, D = 48/32/8), both modes.
+    measured = {(256, 320): 670, (512, 640): 2128, (1152, 1600): 9998}
+    shape = reconstruct.NetworkShape((48, 32, 8), (32, 16, 8), 192, True)
+    for (height, width), megabytes in measured.items():
+        estimate = reconstruct.estimate_working_bytes(
+            height, width, 5, shape) / 2**20
+        assert megabytes <= estimate <= 1.2 * megabytes, (height, estimate)
