@@ -2,8 +2,6 @@
 
     python -m bench.model_bench [--repeats N] [--sizes 128x160,256x320,...]
                                 [--modes graph,graph_xla_warp,xla] [--views V]
-                                [--aggregation adaptive|variance|groupwise]
-                                [--torch-python PYTHON]
 
 Each (size, mode) runs in a fresh subprocess, so its peak resident memory
 (ru_maxrss, which includes the ~0.5 GB of the TensorFlow runtime) is its own.
@@ -20,82 +18,20 @@ the table also gives the 1-minute load average and "cpu s", the process CPU
 time per call (both threads), which contention disturbs much less. With 2
 threads on an idle machine, wall is roughly cpu / 2 or more.
 
-Memory: "working MB" is the peak resident memory minus the resident memory
-just before the first call (the framework's import and the weights are
-excluded), the figure that grows with the input.
-
-Baseline: with a PyTorch interpreter (`--torch-python`, or the environment
-variable KERAS_MVS_TORCH_PYTHON, or /work/torchenv/bin/python when it
-exists), every size also runs `tools/torch_reference.py` (the official
-network's sampling and per-source accumulation, UniMVSNet for "adaptive",
-CasMVSNet's variance otherwise) in a fresh process, and the table prints
-our time and working memory as ratios to it. Finally the working memory of
-each mode is fitted against H x W over the sizes run: MB per megapixel and
-the log-log exponent (1 = linear).
+Reference (issue 4): the official PyTorch UniMVSNet on this 2-thread CPU
+takes about 0.56 s at 128x160 and 2.1 s at 256x320 (5 views, D=48/32/8).
 """
 
 import argparse
 import json
 import os
-import pathlib
 import resource
 import subprocess
 import sys
 import time
 
+PYTORCH_SECONDS = {"128x160": 0.56, "256x320": 2.1}
 DEFAULT_SIZES = "128x160,256x320,512x640"
-TORCH_REFERENCE = (pathlib.Path(__file__).resolve().parents[1] / "tools"
-                   / "torch_reference.py")
-DEFAULT_TORCH_PYTHON = "/work/torchenv/bin/python"
-
-
-def current_rss_mb() -> float:
-    """Resident memory of this process now, MB (/proc/self/statm)."""
-    with open("/proc/self/statm", encoding="ascii") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MB (ru_maxrss)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def torch_python(option) -> str:
-    """The PyTorch interpreter to run the baseline with, or None."""
-    if option:
-        return option
-    if os.environ.get("KERAS_MVS_TORCH_PYTHON"):
-        return os.environ["KERAS_MVS_TORCH_PYTHON"]
-    if os.path.exists(DEFAULT_TORCH_PYTHON):
-        return DEFAULT_TORCH_PYTHON
-    return None
-
-
-def run_torch(python: str, size: str, views: int, variant: str, mode: str,
-              repeats: int) -> dict:
-    """Runs tools/torch_reference.py in a fresh process; its JSON row."""
-    out = subprocess.run(
-        [python, str(TORCH_REFERENCE), "--size", size, "--views",
-         str(views), "--variant", variant, "--mode", mode, "--repeats",
-         str(repeats)], capture_output=True, text=True)
-    if out.returncode != 0:
-        print(f"PyTorch {size} {mode} failed:\n{out.stderr[-2000:]}",
-              file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def fit_slope(points) -> tuple:
-    """(MB per megapixel, log-log exponent) of `[(pixels, MB), ...]`."""
-    import numpy as np
-
-    pixels = np.array([p for p, _ in points], np.float64) / 1e6
-    values = np.array([m for _, m in points], np.float64)
-    slope = np.polyfit(pixels, values, 1)[0]
-    exponent = np.polyfit(np.log(pixels), np.log(np.maximum(values, 1e-3)),
-                          1)[0]
-    return float(slope), float(exponent)
 
 
 def _inputs(num_views: int, height: int, width: int) -> dict:
@@ -120,7 +56,7 @@ def _inputs(num_views: int, height: int, width: int) -> dict:
 
 
 def run_one(size: str, mode: str, repeats: int, num_views: int,
-            budget: float, aggregation: str = "adaptive") -> dict:
+            budget: float) -> dict:
     """Times one configuration in this process; returns a result row."""
     import numpy as np
     import tensorflow as tf
@@ -131,14 +67,13 @@ def run_one(size: str, mode: str, repeats: int, num_views: int,
     inputs = {k: tf.constant(v)
               for k, v in _inputs(num_views, height, width).items()}
     model = models.CascadeMVSNet(num_depths=(48, 32, 8),
-                                 aggregation=aggregation, head="unity",
+                                 aggregation="adaptive", head="unity",
                                  xla_warp=mode == "graph_xla_warp")
     model.build()
     infer = tf.function(
         lambda batch: {k: model(batch, training=False)[k]
                        for k in ("depth", "confidence")},
         jit_compile=mode == "xla")
-    rss_before = current_rss_mb()
     start = time.perf_counter()
     infer(inputs)["depth"].numpy()
     first = time.perf_counter() - start
@@ -151,8 +86,8 @@ def run_one(size: str, mode: str, repeats: int, num_views: int,
     return {"size": size, "mode": mode, "runs": len(times),
             "median_s": float(np.median(times)), "first_s": first,
             "median_cpu_s": float(np.median(cpu_times)),
-            "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb(),
-            "working_mb": peak_rss_mb() - rss_before}
+            "peak_rss_mb": resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
 def main(argv=None) -> None:
@@ -163,33 +98,21 @@ def main(argv=None) -> None:
                         help="seconds of timed calls per configuration")
     parser.add_argument("--sizes", default=DEFAULT_SIZES)
     parser.add_argument("--modes", default="graph,graph_xla_warp,xla")
-    parser.add_argument("--aggregation", default="adaptive",
-                        choices=("adaptive", "variance", "groupwise"))
-    parser.add_argument("--torch-python", default=None,
-                        help="python with torch for the baseline ('none' "
-                        "skips it)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         size, mode = args.child.split(":")
         print(json.dumps(run_one(size, mode, args.repeats, args.views,
-                                 args.budget, args.aggregation)))
+                                 args.budget)))
         return
-    python = (None if args.torch_python == "none"
-              else torch_python(args.torch_python))
-    variant = "unimvsnet" if args.aggregation == "adaptive" else "casmvsnet"
     load_before = os.getloadavg()[0]
-    rows, baselines = [], {}
+    rows = []
     for size in args.sizes.split(","):
-        if python is not None:
-            baselines[size] = run_torch(python, size, args.views, variant,
-                                        "inference", min(args.repeats, 3))
-            print(baselines[size], flush=True)
         for mode in args.modes.split(","):
             command = [sys.executable, "-m", "bench.model_bench", "--child",
                        f"{size}:{mode}", "--repeats", str(args.repeats),
                        "--views", str(args.views), "--budget",
-                       str(args.budget), "--aggregation", args.aggregation]
+                       str(args.budget)]
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{size} {mode} failed:\n{out.stderr[-2000:]}",
@@ -197,44 +120,21 @@ def main(argv=None) -> None:
                 continue
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    print(f"\nInference, {args.views} views, batch 1, D=48/32/8, "
-          f"{args.aggregation} + unity (median of up to {args.repeats} calls "
-          f"after the first); PyTorch baseline: {variant} "
-          f"({python or 'not run'}); {os.cpu_count()} CPUs, 1-min load "
-          f"average {load_before:.1f} before and {os.getloadavg()[0]:.1f} "
-          "after (other processes inflate wall-clock times)")
+    print(f"\nInference, {args.views} views, batch 1, D=48/32/8, adaptive + "
+          f"unity (median of up to {args.repeats} calls after the first); "
+          f"{os.cpu_count()} CPUs, 1-min load average {load_before:.1f} "
+          f"before and {os.getloadavg()[0]:.1f} after (other processes "
+          "inflate wall-clock times)")
     print(f"{'size':9s} {'mode':14s} {'runs':>4s} {'median s':>9s} "
-          f"{'cpu s':>7s} {'first s':>8s} {'peak MB':>8s} {'work MB':>8s} "
-          f"{'torch s':>8s} {'torch MB':>9s} {'speedup':>8s} "
-          f"{'mem ratio':>9s}")
+          f"{'cpu s':>7s} {'first s':>8s} {'peak RSS MB':>12s} "
+          f"{'PyTorch s':>10s}")
     for row in rows:
-        base = baselines.get(row["size"])
-        if base is None:
-            extra = f"{'-':>8s} {'-':>9s} {'-':>8s} {'-':>9s}"
-        else:
-            extra = (f"{base['median_s']:8.2f} {base['working_mb']:9.0f} "
-                     f"{base['median_s'] / row['median_s']:7.2f}x "
-                     f"{row['working_mb'] / base['working_mb']:8.2f}x")
+        reference = PYTORCH_SECONDS.get(row["size"])
+        reference = "-" if reference is None else f"{reference:.2f}"
         print(f"{row['size']:9s} {row['mode']:14s} {row['runs']:4d} "
               f"{row['median_s']:9.3f} {row['median_cpu_s']:7.2f} "
-              f"{row['first_s']:8.1f} {row['peak_rss_mb']:8.0f} "
-              f"{row['working_mb']:8.0f} {extra}")
-    series = {}
-    for row in rows:
-        height, width = (int(n) for n in row["size"].split("x"))
-        series.setdefault(row["mode"], []).append(
-            (height * width, row["working_mb"]))
-    for size, base in baselines.items():
-        if base is not None:
-            height, width = (int(n) for n in size.split("x"))
-            series.setdefault("pytorch", []).append(
-                (height * width, base["working_mb"]))
-    for mode, points in series.items():
-        if len(points) >= 2:
-            slope, exponent = fit_slope(points)
-            print(f"working memory vs H x W, {mode}: {slope:.0f} MB per "
-                  f"megapixel, log-log exponent {exponent:.2f} "
-                  f"({len(points)} sizes)")
+              f"{row['first_s']:8.1f} {row['peak_rss_mb']:12.0f} "
+              f"{reference:>10s}")
 
 
 if __name__ == "__main__":

@@ -408,7 +408,6 @@ def build_network(config, num_replicas: int = 1) -> keras.Model:
         warp_sampling=model.warp_sampling,
         xla_warp=model.xla_warp,
         sync_batchnorm=model.sync_batchnorm and num_replicas > 1,
-        recompute_sources=model.get("recompute_sources", False),
     )
 
 

@@ -21,12 +21,10 @@ then filters and fuses the maps (`keras_mvs.fusion`, ALGORITHMS.md 6) into
 `fused.ply` and writes `summary.json` last: a folder with `summary.json` is
 a complete run. Every file is written under a temporary name and renamed.
 
-Memory: `estimate_working_bytes` is a measured model of one network call's
-working memory (bench/model_bench.py). A view whose estimate exceeds the
-memory budget is inferred in overlapping tiles (`plan_tiles`,
-`predict_tiled`) rather than refused; views that fit run in one call,
-unchanged. `reconstruct` refuses to start only when not even 32x32-pixel
-tiles fit, naming the knobs that shrink the network.
+Memory: the largest tensor of a stage is the warped source feature volume,
+`B * (V - 1) * D * H_s * W_s * C_s * 4` bytes; `estimate_cost_volume_bytes`
+computes it per stage and `reconstruct` refuses to start when the largest
+stage exceeds the memory budget, naming the knobs that shrink it.
 
 Example:
     >>> predictor = inference.load_model("runs/unimvs")
@@ -174,167 +172,6 @@ def estimate_cost_volume_bytes(
         sizes.append(batch_size * (num_views - 1) * depths * stage_pixels
                      * channels * 4)
     return sizes
-
-
-# The measured model of inference working memory (peak resident memory of
-# one network call minus the resident memory before it, bench/model_bench.py
-# with the per-source cost volume): a fixed part (TF's kernels, allocator
-# and graph) plus, per input pixel, the largest stage volume `D_s C_s
-# scale_s^2` floats times VOLUME_FACTOR (the running sums, one warped
-# source, the 3-D U-Net's activations and skips, allocator slack) plus
-# VIEW_FLOATS floats per view (the images, the FPN's features). Fitted to
-# the bench (5 views, D = 48/32/8, base width 8, 2 threads, oneDNN on):
-# graph / graph_xla_warp 641 / 670 MB at 256x320, 2128 / 2030 MB at
-# 512x640, 9998 MB (xla_warp) at 1152x1600; the model gives 785, 2150 and
-# 10706 MB, an upper bound within 17 % (tests/reconstruct_test.py).
-WORKING_OVERHEAD_BYTES = 300 * 2**20
-VOLUME_FACTOR = 10.0
-VIEW_FLOATS = 40.0
-# Tiles overlap by this many pixels on each inner side: the context the
-# network sees around a tile's kept core (its receptive field is larger;
-# tiles trade some accuracy at their borders for memory).
-TILE_MARGIN = 64
-
-
-def estimate_working_bytes(
-    height: int, width: int, num_views: int, shape: NetworkShape,
-    batch_size: int = 1,
-) -> int:
-    """Working memory of one network call, bytes (a measured model).
-
-    Args:
-        height, width: the network input size, pixels.
-        num_views: V, reference included.
-        shape: the network's per-stage sizes.
-        batch_size: B.
-
-    Returns:
-        `WORKING_OVERHEAD_BYTES + 4 B H W (VOLUME_FACTOR max_s(D_s C_s
-        scale_s^2) + VIEW_FLOATS V)`.
-    """
-    per_pixel = max(d * c * scale * scale for d, c, scale in zip(
-        shape.num_depths, shape.feature_channels, STAGE_SCALES))
-    floats = batch_size * height * width * (
-        VOLUME_FACTOR * per_pixel + VIEW_FLOATS * num_views)
-    return int(WORKING_OVERHEAD_BYTES + 4 * floats)
-
-
-@dataclasses.dataclass(frozen=True)
-class Tile:
-    """One window of a tiled inference, in pixels of the network input.
-
-    Attributes:
-        window: `(y0, y1, x0, x1)` the crop the network runs on.
-        core: `(y0, y1, x0, x1)` the part of it kept in the stitched maps.
-    """
-
-    window: Tuple[int, int, int, int]
-    core: Tuple[int, int, int, int]
-
-
-def _splits(size: int, parts: int, margin: int):
-    step = math.ceil(size / parts / SIZE_MULTIPLE) * SIZE_MULTIPLE
-    cuts = list(range(0, size, step)) + [size]
-    return [((max(0, a - margin), min(size, b + margin)), (a, b))
-            for a, b in zip(cuts[:-1], cuts[1:])]
-
-
-def plan_tiles(
-    height: int, width: int, num_views: int, shape: NetworkShape,
-    budget_bytes: Optional[int], margin: int = TILE_MARGIN,
-) -> List[Tile]:
-    """The fewest tiles whose inference fits in the budget.
-
-    One tile (the whole image, the untiled result) when it fits or when
-    there is no budget; else an R x C grid (fewest tiles first, squarest
-    first), every window and core a multiple of 32 pixels.
-
-    Raises:
-        InsufficientMemoryError: not even 32 x 32-pixel cores fit.
-    """
-    whole = [Tile((0, height, 0, width), (0, height, 0, width))]
-    if budget_bytes is None or estimate_working_bytes(
-            height, width, num_views, shape) <= budget_bytes:
-        return whole
-    max_rows, max_cols = height // SIZE_MULTIPLE, width // SIZE_MULTIPLE
-    grids = sorted(((r, c) for r in range(1, max_rows + 1)
-                    for c in range(1, max_cols + 1)),
-                   key=lambda rc: (rc[0] * rc[1], abs(rc[0] - rc[1])))
-    for rows, cols in grids:
-        row_splits = _splits(height, rows, margin)
-        col_splits = _splits(width, cols, margin)
-        tile_h = max(wy[1] - wy[0] for wy, _ in row_splits)
-        tile_w = max(wx[1] - wx[0] for wx, _ in col_splits)
-        if estimate_working_bytes(tile_h, tile_w, num_views,
-                                  shape) <= budget_bytes:
-            return [Tile((wy[0], wy[1], wx[0], wx[1]),
-                         (cy[0], cy[1], cx[0], cx[1]))
-                    for wy, cy in row_splits for wx, cx in col_splits]
-    raise InsufficientMemoryError(
-        f"even {SIZE_MULTIPLE}x{SIZE_MULTIPLE}-pixel tiles of "
-        f"{height}x{width} with {num_views} views need more than the "
-        f"{budget_bytes / 2**30:.2f} GiB available: {_suggestion()}")
-
-
-def predict_tiled(predictor, inputs: Dict[str, np.ndarray],
-                  tiles: Sequence[Tile]) -> Dict[str, object]:
-    """Runs the network tile by tile and stitches the tiles' cores.
-
-    Every view is cropped to the same window and its principal point moved
-    by the window's corner, so each tile is a complete, smaller network
-    input. With one tile covering the image this is one ordinary call.
-
-    Args:
-        predictor: maps the network inputs to `depth`, `confidence` and
-            optionally `stages` (dicts with `confidence [B, h, w]`).
-        inputs: the network inputs (numpy), `images [B, V, H, W, 3]`.
-        tiles: from `plan_tiles`.
-
-    Returns:
-        `{"depth", "confidence"}` `[B, H, W]` and, when the predictor gives
-        them, `"stages"`: dicts with the stitched `confidence [B, h, w]`.
-    """
-    if len(tiles) == 1 and tiles[0].window == tiles[0].core:
-        outputs = predictor(inputs)
-        result = {"depth": np.asarray(outputs["depth"]),
-                  "confidence": np.asarray(outputs["confidence"])}
-        if outputs.get("stages") is not None:
-            result["stages"] = [{"confidence": np.asarray(s["confidence"])}
-                                for s in outputs["stages"]]
-        return result
-    batch, _, height, width = inputs["images"].shape[:4]
-    result = {"depth": np.zeros((batch, height, width), np.float32),
-              "confidence": np.zeros((batch, height, width), np.float32)}
-    for tile in tiles:
-        y0, y1, x0, x1 = tile.window
-        intrinsics = np.array(inputs["intrinsics"], np.float32, copy=True)
-        intrinsics[..., 0, 2] -= x0
-        intrinsics[..., 1, 2] -= y0
-        crop = dict(inputs, images=inputs["images"][:, :, y0:y1, x0:x1],
-                    intrinsics=intrinsics)
-        outputs = predictor(crop)
-        cy0, cy1, cx0, cx1 = tile.core
-        for key in ("depth", "confidence"):
-            result[key][:, cy0:cy1, cx0:cx1] = np.asarray(outputs[key])[
-                :, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-        stages = outputs.get("stages")
-        if stages is None:
-            continue
-        if "stages" not in result:
-            result["stages"] = [None] * len(stages)
-        for index, stage in enumerate(stages):
-            values = np.asarray(stage["confidence"])
-            factor = values.shape[-1] / (x1 - x0)  # the stage's scale
-            if result["stages"][index] is None:
-                result["stages"][index] = {"confidence": np.zeros(
-                    (batch, round(height * factor), round(width * factor)),
-                    np.float32)}
-            sy0, sy1, sx0, sx1 = (round(v * factor)
-                                  for v in (cy0, cy1, cx0, cx1))
-            oy, ox = round(y0 * factor), round(x0 * factor)
-            result["stages"][index]["confidence"][:, sy0:sy1, sx0:sx1] = (
-                values[:, sy0 - oy:sy1 - oy, sx0 - ox:sx1 - ox])
-    return result
 
 
 def available_memory_bytes() -> Optional[int]:
@@ -519,15 +356,8 @@ def infer_view(
     num_depths_base: int = DEFAULT_NUM_DEPTHS_BASE,
     interval_scale: float = DEFAULT_INTERVAL_SCALE,
     loader: Optional[ViewLoader] = None,
-    budget_bytes: Optional[int] = None,
-    shape: Optional[NetworkShape] = None,
 ) -> Dict[str, object]:
     """Runs the network on one reference view and writes its outputs.
-
-    When `budget_bytes` and `shape` are given and the estimated working
-    memory (`estimate_working_bytes`) exceeds the budget, the view is
-    inferred in tiles (`plan_tiles`, `predict_tiled`) instead of refused;
-    otherwise in one call, as without them.
 
     Args:
         scene: the scene.
@@ -539,14 +369,11 @@ def infer_view(
         num_depths_base: N for `Camera.depth_range`.
         interval_scale: interval multiplier for `Camera.depth_range`.
         loader: a ViewLoader to share decoded views between calls.
-        budget_bytes: the working memory allowed, or None.
-        shape: the network's per-stage sizes (for the estimate).
 
     Returns:
         `{"view_id", "height", "width", "depth_range", "seconds",
-        "valid_depth_fraction", "stage_confidences", "tiles"}`
-        (`stage_confidences` is the number of stage confidence maps
-        written, `tiles` the number of network calls).
+        "valid_depth_fraction", "stage_confidences"}` (the last is the number
+        of stage confidence maps written).
 
     Raises:
         InsufficientMemoryError: TF ran out of memory.
@@ -567,11 +394,9 @@ def infer_view(
         "cam_from_world": np.stack(poses)[np.newaxis].astype(np.float32),
         "depth_range": np.array([[first, last]], np.float32),
     }
-    tiles = plan_tiles(height, width, len(images), shape,
-                       budget_bytes if shape is not None else None)
     start = time.perf_counter()
     try:
-        outputs = predict_tiled(predictor, inputs, tiles)
+        outputs = predictor(inputs)
         depth = np.asarray(outputs["depth"])[0].astype(np.float32)
         confidence = np.asarray(outputs["confidence"])[0].astype(np.float32)
     except tf.errors.ResourceExhaustedError as error:
@@ -612,7 +437,6 @@ def infer_view(
         "seconds": float(seconds),
         "valid_depth_fraction": float(valid.mean()),
         "stage_confidences": len(stage_maps),
-        "tiles": len(tiles),
     }
 
 
@@ -889,12 +713,7 @@ def reconstruct(
     largest = max(sizes.values(), key=lambda hw: hw[0] * hw[1])
     budget = (available_memory_bytes() if memory_budget_bytes == "auto"
               else memory_budget_bytes)
-    # Where one call would not fit, views are inferred in tiles; refuse
-    # before writing anything when not even small tiles fit.
-    plan_tiles(*largest, num_views, shape, budget)
-    estimate = estimate_cost_volume_bytes(*largest, num_views,
-                                          shape.num_depths,
-                                          shape.feature_channels)
+    estimate = check_memory(*largest, num_views, shape, budget)
 
     for sub in ("depth", "confidence", "previews", "cams", "images"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -909,7 +728,7 @@ def reconstruct(
     for index, (ref_id, sources) in enumerate(refs):
         record = infer_view(scene, predictor, ref_id, sources,
                             sizes[ref_id], out_dir, shape.num_depths_base,
-                            interval_scale, loader, budget, shape)
+                            interval_scale, loader)
         records[ref_id] = record
         if on_view is not None:
             on_view(record)

@@ -57,13 +57,6 @@ def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
     # training work directory or a .keras file ("" = random init). The
     # network then takes that model's architecture (`--init` sets it).
     config.model.init = ""
-    # Warp every source again in the backward pass instead of keeping its
-    # warped volume and sampler intermediates (CascadeMVSNet
-    # `recompute_sources`). Measured (bench/train_step_bench.py --recompute,
-    # xla_warp, 3 views, 128x160, loaded 2-core CPU): supervised step 1589
-    # -> 1296 working MB for 0.80 -> 0.83 s; three-branch CL step 3451 ->
-    # 2943 MB for 1.99 -> 2.23 s.
-    config.model.recompute_sources = True
 
     config.loss = ml_collections.ConfigDict()
     config.loss.objective = "supervised"

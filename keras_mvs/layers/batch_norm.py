@@ -57,27 +57,6 @@ class BatchNorm(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, groups=None):
         if not (training and self.trainable):
             return super().call(inputs, training=False)
-        outputs, means, variances = self.normalize_training(inputs, groups)
-        self.update_moving_statistics(means, variances)
-        return outputs
-
-    def normalize_training(self, inputs, groups=None):
-        """Training-mode normalisation without the moving-average update.
-
-        `call(training=True)` is this followed by
-        `update_moving_statistics`; the split lets a loop (the per-source
-        cost aggregation) normalise inside its body and apply the updates,
-        in order, once the loop is done.
-
-        Args:
-            inputs: `[B * G, ..., C]`, groups innermost.
-            groups: G (int or scalar int tensor), or None for one group.
-
-        Returns:
-            `(outputs, means, variances)`: the normalised tensor (shape and
-            compute dtype of `inputs`) and the `[G, C]` float32 batch means
-            and unbiased batch variances that the moving averages take.
-        """
         x = tf.cast(inputs, tf.float32)
         shape = tf.shape(x)
         num_groups = 1 if groups is None else groups
@@ -107,17 +86,17 @@ class BatchNorm(keras.layers.BatchNormalization):
             mean = tf.reduce_mean(grouped, axis=axes)  # [G, C]
             centred = grouped - tf.reshape(mean, stats_shape)
             variance = tf.reduce_mean(tf.square(centred), axis=axes)
+        self._update_moving_statistics(
+            mean, variance * count / tf.maximum(count - 1.0, 1.0))
 
         gamma = self.gamma if self.scale else 1.0
         beta = self.beta if self.center else 0.0
         scale = gamma * tf.math.rsqrt(variance + self.epsilon)  # [G, C]
         outputs = (centred * tf.reshape(scale, stats_shape)
                    + tf.reshape(beta * tf.ones_like(scale), stats_shape))
-        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
-        return (tf.cast(tf.reshape(outputs, shape), self.compute_dtype),
-                tf.stop_gradient(mean), tf.stop_gradient(unbiased))
+        return tf.cast(tf.reshape(outputs, shape), self.compute_dtype)
 
-    def update_moving_statistics(self, means, variances) -> None:
+    def _update_moving_statistics(self, means, variances) -> None:
         """G successive momentum updates with `[G, C]` batch statistics.
 
         After G updates `m <- a m + (1 - a) s_g` the moving value is

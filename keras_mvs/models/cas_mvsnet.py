@@ -105,10 +105,6 @@ class CascadeMVSNet(keras.Model):
             statistics over all replicas of the distribution strategy
             (SyncBN, as the reference multi-GPU training) rather than per
             replica. No effect on one device or at inference.
-        recompute_sources: in training, keep no source's warped volume for
-            the backward pass but warp it again there
-            (`CostVolume.accumulate(recompute=True)`): less memory, one more
-            warp per source and stage. No effect at inference.
         **kwargs: forwarded to `keras.Model`.
 
     Call arguments:
@@ -156,7 +152,6 @@ class CascadeMVSNet(keras.Model):
         warp_sampling: str = "exact",
         xla_warp: bool = False,
         sync_batchnorm: bool = False,
-        recompute_sources: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -211,10 +206,6 @@ class CascadeMVSNet(keras.Model):
         if not isinstance(xla_warp, bool):
             raise ValueError(
                 f"`xla_warp` must be a bool. Received: xla_warp={xla_warp!r}")
-        if not isinstance(recompute_sources, bool):
-            raise ValueError(
-                "`recompute_sources` must be a bool. Received: "
-                f"recompute_sources={recompute_sources!r}")
         if not isinstance(sync_batchnorm, bool):
             raise ValueError(
                 f"`sync_batchnorm` must be a bool. Received: "
@@ -223,7 +214,6 @@ class CascadeMVSNet(keras.Model):
         self.warp_sampling = warp_sampling
         self.xla_warp = xla_warp
         self.sync_batchnorm = sync_batchnorm
-        self.recompute_sources = recompute_sources
 
         # === Layers ===
         self.feature_pyramid = feature_pyramid.FeaturePyramid(
@@ -317,34 +307,6 @@ class CascadeMVSNet(keras.Model):
                     "`images` needs a reference and at least one source view "
                     f"(V >= 2). Received: images shape={images_shape}")
 
-    def _features_view_by_view(self, images):
-        """Inference FPN, one view at a time (`tf.map_fn` over V).
-
-        The same values as the FPN on all views folded into the batch, for
-        the memory of one view's full-resolution intermediates (the
-        top-down path holds 4c channels at full resolution) instead of V.
-
-        Args:
-            images: `[B, V, H, W, 3]` in the compute dtype.
-
-        Returns:
-            Three `[B * V, h, w, C]` maps (views innermost), coarse to fine.
-        """
-        per_view = tf.map_fn(
-            lambda view: tuple(self.feature_pyramid(view, training=False)),
-            tf.transpose(images, [1, 0, 2, 3, 4]),
-            fn_output_signature=tuple(
-                tf.TensorSpec([None, None, None, c], self.compute_dtype)
-                for c in self._feature_channels()),
-            parallel_iterations=1)  # three [V, B, h, w, C]
-        features = []
-        for maps in per_view:
-            shape = tf.shape(maps)
-            maps = tf.transpose(maps, [1, 0, 2, 3, 4])  # [B, V, h, w, C]
-            features.append(tf.reshape(
-                maps, tf.concat([[-1], shape[2:]], axis=0)))
-        return features
-
     def call(self, inputs, training=None):
         inputs = {key: tf.convert_to_tensor(value)
                   for key, value in inputs.items()}
@@ -359,15 +321,13 @@ class CascadeMVSNet(keras.Model):
 
         shape = tf.shape(images)
         batch, num_views, height, width = shape[0], shape[1], shape[2], shape[3]
+        num_sources = num_views - 1
         if self.input_normalization == "imagenet":
             images = (images - IMAGENET_MEAN) / IMAGENET_STD
         images = tf.cast(images, self.compute_dtype)
-        if training:
-            folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
-            features = self.feature_pyramid(folded, training=training,
-                                            views=num_views)
-        else:
-            features = self._features_view_by_view(images)
+        folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
+        features = self.feature_pyramid(folded, training=training,
+                                        views=num_views)
 
         stages = []
         for stage, (num_depths, ratio, scale) in enumerate(zip(
@@ -396,27 +356,27 @@ class CascadeMVSNet(keras.Model):
             projections = geometry.projection_matrices(
                 geometry.scale_intrinsics(intrinsics, scale),
                 cam_from_world)  # [B, V, 4, 4]
+            src_features = tf.reshape(
+                stage_features[:, 1:],
+                tf.stack([-1, stage_height, stage_width, channels]))
             # Stage 1 sweeps fronto-parallel planes: pass them as [B, D] so
             # the warp does not carry per-pixel copies.
             planes = hypotheses[:, :, 0, 0] if stage == 0 else hypotheses
-            warp_fn = (_xla_homography_warp if self.xla_warp
-                       else geometry.homography_warp)
-            ref_projection = projections[:, 0]
-
-            def warp(features, projection, planes=planes, warp_fn=warp_fn,
-                     ref_projection=ref_projection):
-                # Without XLA, sample plane by plane: TF's kernels would
-                # otherwise hold the four taps' volume-sized intermediates.
-                return warp_fn(features, projection, ref_projection, planes,
-                               sampling=self.warp_sampling,
-                               plane_by_plane=not self.xla_warp)
-
-            # One source at a time: the warped volumes of all sources never
-            # exist at once.
-            cost = self.cost_aggregation[stage].accumulate(
-                stage_features[:, 0], stage_features[:, 1:],
-                projections[:, 1:], warp, num_depths, training=training,
-                recompute=bool(training) and self.recompute_sources)
+            warp = (_xla_homography_warp if self.xla_warp
+                    else geometry.homography_warp)
+            warped = warp(
+                src_features,
+                tf.reshape(projections[:, 1:], [-1, 4, 4]),
+                tf.repeat(projections[:, 0], num_sources, axis=0),
+                tf.repeat(planes, num_sources, axis=0),
+                sampling=self.warp_sampling,
+            )  # [B*N, D, h, w, C]
+            warped = tf.reshape(
+                warped,
+                tf.stack([batch, num_sources, num_depths, stage_height,
+                          stage_width, channels]))  # [B, N, D, h, w, C]
+            cost = self.cost_aggregation[stage](
+                stage_features[:, 0], warped, training=training)
             logits = tf.cast(
                 self.cost_regularization[stage](cost, training=training),
                 tf.float32)  # [B, D, h, w]
@@ -457,6 +417,5 @@ class CascadeMVSNet(keras.Model):
             "warp_sampling": self.warp_sampling,
             "xla_warp": self.xla_warp,
             "sync_batchnorm": self.sync_batchnorm,
-            "recompute_sources": self.recompute_sources,
         })
         return config

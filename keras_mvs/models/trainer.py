@@ -195,8 +195,6 @@ class MVSTrainer(keras.Model):
         return {name: self._trackers[name].result() for name in terms}
 
     def _compute_loss_and_grads(self, batch):
-        if self.objective != "supervised" and len(self.branches) > 1:
-            return self._branchwise_loss_and_grads(batch)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
@@ -205,58 +203,6 @@ class MVSTrainer(keras.Model):
             # Global mean: the optimizer sums gradients over replicas.
             scaled = self.optimizer.scale_loss(loss / replicas)
         grads = tape.gradient(scaled, variables)
-        finite = tf.math.is_finite(loss)
-        grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-        return terms, grads
-
-    def _branchwise_loss_and_grads(self, batch):
-        """The step's loss and gradients, one contrastive branch at a time.
-
-        The ICC and SCC losses see the regular branch only through its
-        detached pseudo-labels, so the gradient of the sum is the sum of
-        three gradients, each needing only its own branch's activations:
-        every branch is run forward and backward before the next one
-        starts (control dependencies order them in graph mode), and its
-        activations are freed in between. Same loss, gradients and
-        BatchNorm updates (in the same branch order) as one tape over the
-        three branches, up to float rounding.
-        """
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.network.trainable_variables
-
-        def gradients(loss_fn, after):
-            with tf.control_dependencies(after):
-                with tf.GradientTape() as tape:
-                    value, extra = loss_fn()
-                    scaled = self.optimizer.scale_loss(value / replicas)
-                grads = tape.gradient(scaled, variables)
-            grads = [tf.zeros_like(v) if g is None else g
-                     for g, v in zip(grads, variables)]
-            return value, extra, grads
-
-        def regular():
-            outputs = self.network(network_inputs(batch), training=True)
-            terms, pseudo = self._regular_terms(batch, outputs)
-            finite = tf.reduce_all(tf.math.is_finite(outputs["depth"]))
-            loss = tf.where(finite, terms["loss"], float("nan"))
-            extra = (terms, pseudo, outputs)
-            return loss, extra
-
-        loss, (terms, pseudo, outputs), grads = gradients(regular, [])
-        terms = dict(terms)
-        for branch in ("icc", "scc"):
-            if branch not in self.branches:
-                continue
-            part_fn = self._icc_terms if branch == "icc" else self._scc_terms
-            part, part_terms, part_grads = gradients(
-                lambda part_fn=part_fn: part_fn(batch, pseudo, True),
-                grads)
-            loss += part
-            terms.update(part_terms)
-            grads = [a + b for a, b in zip(grads, part_grads)]
-        terms["loss"] = loss
-        if "depth" in batch:
-            terms.update(self._depth_monitors(batch, outputs))
         finite = tf.math.is_finite(loss)
         grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
         return terms, grads
@@ -293,27 +239,6 @@ class MVSTrainer(keras.Model):
         return {"loss": result["total"], "supervised": result["total"]}
 
     def _unsupervised_terms(self, batch, outputs, training):
-        terms, pseudo = self._regular_terms(batch, outputs)
-        loss = terms["loss"]
-        if "icc" in self.branches:
-            part, part_terms = self._icc_terms(batch, pseudo, training)
-            loss += part
-            terms.update(part_terms)
-        if "scc" in self.branches:
-            part, part_terms = self._scc_terms(batch, pseudo, training)
-            loss += part
-            terms.update(part_terms)
-        terms["loss"] = loss
-        return terms
-
-    def _regular_terms(self, batch, outputs):
-        """The photometric loss of the regular branch and its pseudo-labels.
-
-        Returns:
-            `(terms, pseudo)`: the named terms with `"loss"` the photometric
-            total, and the detached `(depth, confidence [B, H, W])` the
-            contrastive branches are compared with.
-        """
         unity = self.objective == "unsupervised_unity"
         stages = outputs["stages"]
         if unity:
@@ -331,62 +256,58 @@ class MVSTrainer(keras.Model):
             batch["intrinsics"], batch["cam_from_world"],
             stage_weights=self.stage_weights, view_min=self.view_min,
             reference_quirks=self.reference_quirks)
-        terms = {"loss": photo["total"], "photometric": photo["total"]}
+        loss = photo["total"]
+        terms = {"photometric": photo["total"]}
         for part in ("reconstruction", "ssim", "smoothness"):
             if part in photo:
                 terms[part] = photo[part]
-        return terms, (pseudo_depth, pseudo_confidence)
 
-    def _icc_terms(self, batch, pseudo, training):
-        """The weighted ICC loss (its own network pass) and its terms."""
-        pseudo_depth, pseudo_confidence = pseudo
         epoch = self._epoch()
         seed = self._step_seed()
         confident = tf.cast(
             pseudo_confidence > self.confidence_threshold, tf.float32)
-        images = batch.get("icc_images", batch["images"])
-        shape = tf.shape(images)
-        filter_mask = contrastive.reference_rectangle_mask(
-            seed, shape[0], shape[2], shape[3])
-        rate = schedules.source_mask_rate(
-            epoch, max_rate=self.max_source_mask_rate,
-            ramp_epochs=self.mask_ramp_epochs)
-        images = contrastive.apply_source_masking(images, seed + 1, rate)
-        images = contrastive.apply_reference_mask(images, filter_mask)
-        icc_outputs = self.network(
-            network_inputs(batch, images=images), training=training)
-        if self.objective == "unsupervised_unity":
-            icc = contrastive.pseudo_unity_loss(
-                icc_outputs["stages"], pseudo_depth,
-                filter_mask * confident,
-                stage_weights=self.stage_weights)
-        else:
-            icc = contrastive.icc_consistency_loss(
-                icc_outputs["stages"], pseudo_depth, filter_mask,
-                stage_weights=self.stage_weights)
-        weight = tf.minimum(schedules.icc_weight(epoch),
-                            self.max_icc_weight)
-        return weight * icc["total"], {
-            "icc": icc["total"], "icc_weight": weight,
-            "mask_rate": tf.cast(rate, tf.float32)}
-
-    def _scc_terms(self, batch, pseudo, training):
-        """The weighted SCC loss (its own network pass) and its terms."""
-        pseudo_depth, pseudo_confidence = pseudo
-        confident = tf.cast(
-            pseudo_confidence > self.confidence_threshold, tf.float32)
-        scc_outputs = self.network(network_inputs(batch, prefix="scc_"),
-                                   training=training)
-        if self.objective == "unsupervised_unity":
-            scc = contrastive.pseudo_unity_loss(
-                scc_outputs["stages"], pseudo_depth, confident,
-                stage_weights=self.stage_weights)
-        else:
-            scc = contrastive.scc_consistency_loss(
-                scc_outputs["stages"], pseudo_depth, pseudo_confidence,
-                threshold=self.confidence_threshold,
-                stage_weights=self.stage_weights)
-        return self.scc_weight * scc["total"], {"scc": scc["total"]}
+        if "icc" in self.branches:
+            images = batch.get("icc_images", batch["images"])
+            shape = tf.shape(images)
+            filter_mask = contrastive.reference_rectangle_mask(
+                seed, shape[0], shape[2], shape[3])
+            rate = schedules.source_mask_rate(
+                epoch, max_rate=self.max_source_mask_rate,
+                ramp_epochs=self.mask_ramp_epochs)
+            images = contrastive.apply_source_masking(images, seed + 1, rate)
+            images = contrastive.apply_reference_mask(images, filter_mask)
+            icc_outputs = self.network(
+                network_inputs(batch, images=images), training=training)
+            if unity:
+                icc = contrastive.pseudo_unity_loss(
+                    icc_outputs["stages"], pseudo_depth,
+                    filter_mask * confident,
+                    stage_weights=self.stage_weights)
+            else:
+                icc = contrastive.icc_consistency_loss(
+                    icc_outputs["stages"], pseudo_depth, filter_mask,
+                    stage_weights=self.stage_weights)
+            weight = tf.minimum(schedules.icc_weight(epoch),
+                                self.max_icc_weight)
+            loss += weight * icc["total"]
+            terms.update(icc=icc["total"], icc_weight=weight,
+                         mask_rate=tf.cast(rate, tf.float32))
+        if "scc" in self.branches:
+            scc_outputs = self.network(network_inputs(batch, prefix="scc_"),
+                                       training=training)
+            if unity:
+                scc = contrastive.pseudo_unity_loss(
+                    scc_outputs["stages"], pseudo_depth, confident,
+                    stage_weights=self.stage_weights)
+            else:
+                scc = contrastive.scc_consistency_loss(
+                    scc_outputs["stages"], pseudo_depth, pseudo_confidence,
+                    threshold=self.confidence_threshold,
+                    stage_weights=self.stage_weights)
+            loss += self.scc_weight * scc["total"]
+            terms["scc"] = scc["total"]
+        terms["loss"] = loss
+        return terms
 
     @staticmethod
     def _soft_stage(stage):

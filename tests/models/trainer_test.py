@@ -183,50 +183,6 @@ def test_non_finite_loss_zeroes_the_gradients(small_batch):
     assert moved > 1e-6
 
 
-@pytest.mark.parametrize("objective", ["unsupervised", "unsupervised_unity"])
-def test_branchwise_gradients_equal_one_tape(objective):
-    """Three branches, gradients taken branch by branch == one tape.
-
-    The contrastive branches see the regular one only through detached
-    pseudo-labels, so the summed per-branch gradients, the loss terms and
-    the BatchNorm moving statistics (updated in the same branch order)
-    agree with one tape over the three branches.
-    """
-    keras.utils.set_random_seed(4)
-    batch = _tensors(tiny.scene_batch(num_views=3, seed=2, num_objects=1))
-    batch["icc_images"] = batch["images"]
-    for key in ("images", "intrinsics", "cam_from_world"):
-        batch["scc_" + key] = batch[key][:, ::-1]
-    trainers = []
-    for _ in range(2):
-        trainer = _tiny_trainer(objective)
-        trainer(trainer_lib.network_inputs(batch))
-        trainers.append(trainer)
-    one_tape, branchwise = trainers
-    branchwise.network.set_weights(one_tape.network.get_weights())
-    variables = one_tape.network.trainable_variables
-
-    @tf.function
-    def single(batch):
-        with tf.GradientTape() as tape:
-            terms = one_tape.loss_terms(batch, training=True)
-        return terms, tape.gradient(terms["loss"], variables)
-
-    terms_a, grads_a = single(batch)
-    terms_b, grads_b = tf.function(branchwise._compute_loss_and_grads)(
-        batch)
-    assert set(terms_a) == set(terms_b)
-    for name in terms_a:
-        np.testing.assert_allclose(terms_b[name], terms_a[name], rtol=1e-5)
-    flat_a = np.concatenate([g.numpy().ravel() for g in grads_a])
-    flat_b = np.concatenate([g.numpy().ravel() for g in grads_b])
-    assert np.linalg.norm(flat_b - flat_a) < 1e-4 * np.linalg.norm(flat_a)
-    for a, b in zip(one_tape.network.non_trainable_weights,
-                    branchwise.network.non_trainable_weights):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5,
-                                   atol=1e-6)
-
-
 @pytest.mark.large
 def test_xla_step_matches_graph_mode(small_batch):
     """Forward + loss + gradients compiled per replica (`xla=True`).
