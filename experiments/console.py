@@ -17,7 +17,10 @@ import sys
 import threading
 import time
 import warnings
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Iterable
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
 
 # Python warnings that a successful run prints and that a user can do
 # nothing about (issue 17); `--verbose` shows them again.

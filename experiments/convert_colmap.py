@@ -16,7 +16,8 @@ COLMAP's image_undistorter first.
 import argparse
 import pathlib
 import sys
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,10 @@ import gc
 import json
 import pathlib
 import sys
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable
+from typing import Dict
+from typing import Optional
+from typing import Sequence
 
 from experiments import console
 

@@ -13,7 +13,8 @@ and how to serve it).
 import argparse
 import pathlib
 import sys
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 from experiments import console
 

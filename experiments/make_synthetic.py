@@ -11,7 +11,8 @@ writes `DIR/scene_{k:03d}` for k < N, scene k rendered from seed S + k
 look, lighting, cameras and kind (`synthetic.randomized_config`; domain
 randomisation, the preset's training data); `--kind KIND` draws them within
 one kind (low_texture, repetitive, glossy, near, far, ring, forward,
-default), for evaluating a model on each; both ignore the look options. `--preview` also saves the
+default), for evaluating a model on each; both ignore the look options.
+`--preview` also saves the
 middle view of the first scene beside its colour-mapped depth (the README
 image: `--scenes 1 --height 256 --width 320 --views 20 --seed 1004`).
 """
@@ -20,7 +21,8 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 from PIL import Image
 

@@ -46,7 +46,8 @@ import pathlib
 import shutil
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 # What the user should do when no model is given (DESIGN.md 10).
 NO_MODEL_MESSAGE = (
@@ -357,8 +358,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not presets.is_preset(presets.DEFAULT_PRESET):
             parser.exit(2, f"reconstruct: error: {NO_MODEL_MESSAGE}\n")
         args.model = presets.DEFAULT_PRESET
+        description = presets.preset_info(args.model)["description"]
         print(f"No --model given: using the shipped preset "
-              f"{args.model!r} ({presets.preset_info(args.model)['description']})")
+              f"{args.model!r} ({description})")
     try:
         render_width, render_height = (
             int(v) for v in args.render_size.lower().split("x"))

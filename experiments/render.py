@@ -16,7 +16,9 @@ the code `reconstruct --render` uses (`keras_mvs.reconstruct.write_render`).
 import argparse
 import pathlib
 import sys
-from typing import Optional, Sequence, Tuple
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
 
 from experiments import console
 

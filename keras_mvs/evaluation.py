@@ -19,7 +19,9 @@ Example:
 
 import dataclasses
 import os
-from typing import Optional, Sequence, Union
+from typing import Optional
+from typing import Sequence
+from typing import Union
 
 import numpy as np
 import plyfile

@@ -25,7 +25,9 @@ import pathlib
 import re
 import shutil
 import uuid
-from typing import Dict, Optional, Union
+from typing import Dict
+from typing import Optional
+from typing import Union
 
 import keras
 import tensorflow as tf

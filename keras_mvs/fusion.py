@@ -24,7 +24,11 @@ Example:
 import dataclasses
 import os
 import tempfile
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable
+from typing import Mapping
+from typing import Optional
+from typing import Sequence
+from typing import Union
 
 import numpy as np
 import plyfile

@@ -114,7 +114,7 @@ def scale_intrinsics(
 
 
 def pixel_grid(height, width, dtype=tf.float32) -> tf.Tensor:
-    """Returns the `[H, W, 2]` grid of pixel coordinates (x = column, y = row)."""
+    """The `[H, W, 2]` grid of pixel coordinates (x = column, y = row)."""
     ys, xs = tf.meshgrid(
         tf.range(height, dtype=dtype), tf.range(width, dtype=dtype),
         indexing="ij",
@@ -265,7 +265,7 @@ def project(points_cam: TensorLike, intrinsics: TensorLike):
 def relative_transform(
     src_cam_from_world: TensorLike, ref_cam_from_world: TensorLike
 ) -> tf.Tensor:
-    """Returns `src_from_ref = src_from_world @ inv(ref_from_world)`, `[..., 4, 4]`."""
+    """`src_from_ref = src_from_world @ inv(ref_from_world)`, `[..., 4, 4]`."""
     src_cam_from_world = _float(src_cam_from_world)
     ref_cam_from_world = _float(ref_cam_from_world, src_cam_from_world.dtype)
     return tf.linalg.matmul(
@@ -316,8 +316,8 @@ def homography_warp(
     `(u W / (W - 1) - 0.5, v H / (H - 1) - 0.5)`, see `WARP_SAMPLINGS`;
     converted official checkpoints need it). As in the reference code, the
     sampling grid carries no gradient: the warp is differentiable with
-    respect to the source features only. Points that fall behind the source camera sample
-    zero (the reference code divides by z regardless).
+    respect to the source features only. Points that fall behind the source
+    camera sample zero (the reference code divides by z regardless).
 
     Args:
         src_features: `[B, H, W, C]` source feature map.

@@ -10,7 +10,9 @@ input dict to at least `depth [B,H,W]` and `confidence [B,H,W]`.
 
 import pathlib
 import zipfile
-from typing import Dict, Optional, Union
+from typing import Dict
+from typing import Optional
+from typing import Union
 
 import keras
 import tensorflow as tf

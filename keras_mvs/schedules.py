@@ -15,7 +15,8 @@ per-epoch schedules floor a fractional epoch; pass `step / steps_per_epoch`
 or the integer epoch, as a Python number or a tensor.
 """
 
-from typing import Sequence, Union
+from typing import Sequence
+from typing import Union
 
 import keras
 import tensorflow as tf

@@ -13,7 +13,8 @@ images of fused clouds.
 
 import os
 import tempfile
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 import numpy as np
 from PIL import Image

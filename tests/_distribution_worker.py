@@ -9,7 +9,8 @@ initialises, so each check runs in a fresh process:
 
 `mirrored`: two logical CPU devices; the same initial weights are trained
 for STEPS[objective] steps (global batch 2) by `fit` under a 2-replica
-MirroredStrategy and by a single-device reference that computes, with the trainer's own
+MirroredStrategy and by a single-device reference that computes, with the
+trainer's own
 loss-and-gradient function, the gradient of each replica's sample and
 applies their mean. The BatchNorm layers are not synchronised across
 replicas, so each replica normalises its own sample; the reference does the

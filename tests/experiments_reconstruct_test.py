@@ -14,7 +14,6 @@ from keras_mvs.data import colmap
 from keras_mvs.data import scene as scene_lib
 
 
-
 @pytest.fixture(scope="module")
 def colmap_project(scene_dir, tmp_path_factory) -> pathlib.Path:
     """The synthetic scene as a COLMAP project: images/photo_K.png and a

@@ -94,7 +94,8 @@ class TestConfigOverrides:
         ("--config.train.xla=maybe", "bool"),
     ])
     def test_badly_typed_values_fail_with_a_message(self, argument, kind):
-        with pytest.raises(ValueError, match=f"expected a value of type {kind}"):
+        with pytest.raises(ValueError,
+                           match=f"expected a value of type {kind}"):
             _config(["--smoke", argument])
 
     def test_other_arguments_are_refused(self, capsys):

@@ -1,4 +1,4 @@
-"""Tests of keras_mvs.geometry: the one pixel convention, warps and hypotheses."""
+"""Tests of keras_mvs.geometry: the pixel convention, warps, hypotheses."""
 
 import numpy as np
 import pytest

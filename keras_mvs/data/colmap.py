@@ -36,7 +36,10 @@ import pathlib
 import shutil
 import tempfile
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
 
 import numpy as np
 from PIL import Image

@@ -52,7 +52,8 @@ import logging
 import os
 import pathlib
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Optional
+from typing import Union
 
 import numpy as np
 import tensorflow as tf

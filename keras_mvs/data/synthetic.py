@@ -36,7 +36,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable
+from typing import Optional
+from typing import Union
 
 import numpy as np
 import plyfile

@@ -21,7 +21,8 @@ multiplied by the branch weights: the trainer applies `icc_weight(epoch)`
 (`keras_mvs.schedules`) and `SCC_WEIGHT`.
 """
 
-from typing import Mapping, Sequence
+from typing import Mapping
+from typing import Sequence
 
 import tensorflow as tf
 

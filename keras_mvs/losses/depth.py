@@ -18,7 +18,9 @@ of the camera files (mm for DTU), masks `[B, H, W]` with "valid" meaning
 stay float64, for gradient checks), so they are safe under mixed precision.
 """
 
-from typing import Mapping, Sequence, Union
+from typing import Mapping
+from typing import Sequence
+from typing import Union
 
 import numpy as np
 import tensorflow as tf

@@ -33,7 +33,8 @@ Two behaviours of the reference code are selectable:
   (`experiments/configs/base.py`, README).
 """
 
-from typing import Mapping, Sequence
+from typing import Mapping
+from typing import Sequence
 
 import tensorflow as tf
 

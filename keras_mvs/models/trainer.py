@@ -31,7 +31,9 @@ constructor's seed, the optimizer's step counter and the replica id, so runs
 reproduce and XLA keeps the seeds.
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Dict
+from typing import Optional
+from typing import Sequence
 
 import keras
 import tensorflow as tf

@@ -10,7 +10,8 @@ import os
 import signal
 import socket
 import subprocess
-from typing import List, Sequence
+from typing import List
+from typing import Sequence
 
 
 def free_ports(count: int) -> List[int]:

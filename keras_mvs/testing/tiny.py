@@ -5,7 +5,8 @@ be multiples of 32 and the 1/4-resolution stage divisible by 8, so 32x40 is
 not a valid size for the cascade), a few views, 8-16 hypotheses per stage.
 """
 
-from typing import Dict, Sequence
+from typing import Dict
+from typing import Sequence
 
 import numpy as np
 

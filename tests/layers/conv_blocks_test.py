@@ -47,7 +47,6 @@ def reference_conv_transpose(x, weight, stride=2, padding=1,
     the output has `(n - 1) * stride - 2 * padding + k + output_padding`
     voxels per axis.
     """
-    rank = weight.ndim - 2
     kernel = weight.shape[2:]
     spatial = x.shape[1:-1]
     out_size = [(n - 1) * stride - 2 * padding + k + output_padding

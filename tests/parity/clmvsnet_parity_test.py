@@ -3,10 +3,10 @@ code's outputs (`clmvsnet_losses.npz`: a textured plane seen by 3 cameras,
 64x80, B = 1)."""
 
 import numpy as np
+import official_outputs as ref
 import pytest
 import tensorflow as tf
 
-import official_outputs as ref
 from keras_mvs import schedules
 from keras_mvs.losses import contrastive
 from keras_mvs.losses import photometric

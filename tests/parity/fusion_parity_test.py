@@ -10,9 +10,9 @@ the two are).
 """
 
 import numpy as np
+import official_outputs as ref
 import pytest
 
-import official_outputs as ref
 from keras_mvs import fusion
 
 MIN_AGREEMENT = 0.99

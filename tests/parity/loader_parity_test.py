@@ -3,9 +3,9 @@ on the real scenes (`loader_general_eval.npz`; the five views it loads are in
 tests/fixtures/scenes/)."""
 
 import numpy as np
+import official_outputs as ref
 import pytest
 
-import official_outputs as ref
 from keras_mvs import geometry
 from keras_mvs.data import scene as scene_lib
 

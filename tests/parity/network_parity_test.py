@@ -4,10 +4,10 @@ head, fixed random weights with non-trivial BatchNorm statistics, 3 views of
 64x96)."""
 
 import numpy as np
+import official_outputs as ref
 import pytest
 import tensorflow as tf
 
-import official_outputs as ref
 from experiments import convert_checkpoint
 from keras_mvs import checkpoints
 from keras_mvs.losses import depth as depth_losses

@@ -2,10 +2,10 @@
 code's outputs (`unity_ufl.npz`, `unity_regression.npz`)."""
 
 import numpy as np
+import official_outputs as ref
 import pytest
 import tensorflow as tf
 
-import official_outputs as ref
 from keras_mvs import heads
 from keras_mvs.losses import depth as depth_losses
 

@@ -2,9 +2,9 @@
 official code's outputs (`homo_warping.npz`, `depth_range_samples.npz`)."""
 
 import numpy as np
+import official_outputs as ref
 import pytest
 
-import official_outputs as ref
 from keras_mvs import geometry
 from keras_mvs.layers import cost_volume
 
@@ -132,7 +132,8 @@ def test_refined_hypotheses(stage, family):
     hypotheses = geometry.refined_depth_hypotheses(
         data[f"uni_stage{stage}_last_depth"], num_depths, ratio * base,
         height, width).numpy()
-    np.testing.assert_allclose(hypotheses, data[f"{family}_stage{stage}_samples"],
+    np.testing.assert_allclose(hypotheses,
+                               data[f"{family}_stage{stage}_samples"],
                                rtol=1e-6, atol=3e-4)
     interval = ratio * base * num_depths / (num_depths - 1)
     assert interval == pytest.approx(
