@@ -49,7 +49,13 @@ def colmap_project(scene_dir, tmp_path_factory) -> pathlib.Path:
     return project
 
 
-def test_missing_model_says_how_to_get_one(scene_dir, tmp_path, capsys):
+def test_missing_model_says_how_to_get_one(scene_dir, tmp_path, capsys,
+                                           monkeypatch):
+    # An install without presets (a shipped one is used otherwise, see
+    # test_missing_model_uses_the_shipped_preset).
+    from keras_mvs import presets
+
+    monkeypatch.setattr(presets, "is_preset", lambda name: False)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--scene", str(scene_dir), "--out", str(tmp_path)])
     assert exit_info.value.code == 2
@@ -59,6 +65,17 @@ def test_missing_model_says_how_to_get_one(scene_dir, tmp_path, capsys):
                      "experiments.convert_checkpoint"):
         assert expected in message
     assert not (tmp_path / "fused.ply").exists()
+
+
+def test_missing_model_uses_the_shipped_preset(scene_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = cli.main(["--scene", str(scene_dir), "--out", str(out),
+                       "--max-height", "64", "--max-width", "96",
+                       "--views", "3", "--quiet"])
+    assert status == 0
+    assert "using the shipped preset 'synthetic_unity'" in (
+        capsys.readouterr().out)
+    assert (out / "summary.json").is_file()
 
 
 def test_bad_scene_names_both_layouts(tmp_path, tiny_model, capsys):
