@@ -28,6 +28,7 @@ than one replica, BatchNorm statistics are all-reduced across replicas
 """
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -175,8 +176,13 @@ _WEIGHT_SETTINGS = ("aggregation", "base_channels", "groups",
                     "input_normalization", "warp_sampling")
 
 
+@functools.lru_cache(maxsize=1)
 def init_network(init: str) -> keras.Model:
-    """The Keras network of `--init`: a preset, work directory or .keras."""
+    """The Keras network of `--init`: a preset, work directory or .keras.
+
+    Cached: the config resolution reads its architecture and the driver
+    its weights, from one load.
+    """
     from keras_mvs import inference
 
     network = inference.load_model(init).network
