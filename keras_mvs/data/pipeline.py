@@ -186,13 +186,9 @@ class _FolderScene:
         out["depth_range"][index] = (first, last)
         rows, cols = _nearest_rows_cols(image_height, image_width, height,
                                         width)
-        cam_file = f"cams/{view_id:08d}_cam.txt"
-        if not (np.isfinite(camera.intrinsics).all()
-                and np.isfinite(camera.cam_from_world).all()):
-            return f"view {view_id}: {cam_file} has non-finite values"
-        if not (np.isfinite([first, last]).all() and 0 < first < last):
-            return (f"view {view_id}: depth range ({first:g}, {last:g}) from "
-                    f"{cam_file} is not 0 < first < last")
+        problem = _camera_problem(camera, first, last)
+        if problem:
+            return f"view {view_id}: cams/{view_id:08d}_cam.txt {problem}"
         for key, read, suffix in (("depths", self.scene.depth, "pfm"),
                                   ("masks", self.scene.mask, "png")):
             if key not in out:
@@ -205,6 +201,19 @@ class _FolderScene:
                 return f"view {view_id}: {path} has non-finite values"
             out[key][index] = values[rows[:, None], cols]
         return ""
+
+
+def _camera_problem(camera: formats.Camera, first: float,
+                    last: float) -> str:
+    """What is wrong with a camera and its depth range `(first, last)` for
+    the pipeline, as text after the cam file's name; '' when nothing."""
+    if not (np.isfinite(camera.intrinsics).all()
+            and np.isfinite(camera.cam_from_world).all()):
+        return "has non-finite values"
+    if not (np.isfinite([first, last]).all() and 0 < first < last):
+        return (f"gives the depth range ({first:g}, {last:g}); expected "
+                "0 < first < last")
+    return ""
 
 
 def scene_dicts_from_folders(
@@ -340,12 +349,12 @@ def check_folders(dirs: Sequence[PathLike], num_views: int = 2,
             try:
                 camera = scene.camera(view_id)
                 scene.image_size(view_id)
-                first, last = camera.depth_range(num_depths, interval_scale)
-                if not (np.isfinite([first, last]).all() and 0 < first < last):
+                problem = _camera_problem(
+                    camera, *camera.depth_range(num_depths, interval_scale))
+                if problem:
                     raise ValueError(
-                        f"{scene.root / 'cams' / f'{view_id:08d}_cam.txt'}: "
-                        f"expected a depth range 0 < first < last, found "
-                        f"({first:g}, {last:g})")
+                        f"{scene.root / 'cams' / f'{view_id:08d}_cam.txt'} "
+                        f"{problem}")
                 if require_depth and not (
                         scene.root / "depths" / f"{view_id:08d}.pfm"
                 ).is_file():

@@ -152,18 +152,23 @@ def test_train_mode_updates_batch_norm_like_pytorch():
         0.9**3 * before_var + (weights * variances).sum(0), rtol=1e-4)
 
 
-def test_convert_checkpoint_sets_the_official_sampling(tmp_path, capsys):
-    weights = ref.load("full_model_unimvsnet_weights")
+def _convert(tmp_path, *extra):
+    """Runs `convert_checkpoint` on the official weights; returns the
+    loaded `.keras` model."""
+    import keras
+
     source = tmp_path / "unimvsnet.npz"
-    np.savez(source, **weights)
+    np.savez(source, **ref.load("full_model_unimvsnet_weights"))
     out = tmp_path / "unimvsnet.keras"
     assert convert_checkpoint.main(
         ["--state-dict", str(source), "--out", str(out),
-         "--aggregation", "variance"]) == 0
-    assert "align_corners_false" in capsys.readouterr().out
-    import keras
+         "--aggregation", "variance", *extra]) == 0
+    return keras.saving.load_model(out)
 
-    model = keras.saving.load_model(out)
+
+def test_convert_checkpoint_sets_the_official_sampling(tmp_path, capsys):
+    model = _convert(tmp_path)
+    assert "align_corners_false" in capsys.readouterr().out
     assert model.warp_sampling == "align_corners_false"
     data = ref.load("full_model_unimvsnet")
     depth = model(_inputs(data), training=False)["depth"].numpy()
@@ -173,13 +178,5 @@ def test_convert_checkpoint_sets_the_official_sampling(tmp_path, capsys):
 
 
 def test_convert_checkpoint_sampling_can_be_overridden(tmp_path):
-    weights = ref.load("full_model_unimvsnet_weights")
-    source = tmp_path / "unimvsnet.npz"
-    np.savez(source, **weights)
-    out = tmp_path / "exact.keras"
-    assert convert_checkpoint.main(
-        ["--state-dict", str(source), "--out", str(out),
-         "--aggregation", "variance", "--warp-sampling", "exact"]) == 0
-    import keras
-
-    assert keras.saving.load_model(out).warp_sampling == "exact"
+    model = _convert(tmp_path, "--warp-sampling", "exact")
+    assert model.warp_sampling == "exact"
