@@ -35,11 +35,13 @@ _IMAGE_SUFFIXES = ("jpg", "jpeg", "png")
 _IMAGE_NAME = re.compile(r"^(\d{8})\.(jpg|jpeg|png)$", re.IGNORECASE)
 _CAM_NAME = re.compile(r"^(\d{8})_cam\.txt$")
 
-# Intrinsics fit an image when the principal point puts the image's implied
-# size (2 cx, 2 cy) within this fraction of its real size on both axes. Real
-# principal points sit within a few percent of the centre (DTU's cropped
-# training cams: 3.6 %); a K written for an image 0.75x or 1.5x the size is
-# off by 25 % or more.
+# Intrinsics fit an image when the principal point lies inside it and puts
+# the image's implied size (2 cx, 2 cy) within this fraction of its real size
+# on at least one axis. A K written for an image 0.75x or 1.5x the size is off
+# by 25 % or more on both axes alike (a resize scales cx and cy together),
+# whereas real principal points can sit well off-centre on one axis (DTU's
+# cropped training cams: 3.6 %; the Middlebury dino ring: cy 16 % above the
+# centre, cx at it).
 _SIZE_TOLERANCE = 0.15
 # Resize factors a K is snapped to when no other view of the scene tells the
 # size it was written for, and how close (relative) the estimate must be.
@@ -491,11 +493,14 @@ class MVSScene:
 
 
 def _fits(intrinsics: np.ndarray, height: int, width: int) -> bool:
-    """Whether K's implied size (2 cx, 2 cy) is within `_SIZE_TOLERANCE` of
-    `width x height` on both axes."""
+    """Whether K's principal point lies inside a `width x height` image and
+    its implied size (2 cx, 2 cy) is within `_SIZE_TOLERANCE` of the real
+    one on at least one axis (so no resize of both axes explains it)."""
     cx, cy = intrinsics[0, 2], intrinsics[1, 2]
+    if not (0 < cx < width and 0 < cy < height):
+        return False
     return (abs(2 * cx / width - 1) <= _SIZE_TOLERANCE
-            and abs(2 * cy / height - 1) <= _SIZE_TOLERANCE)
+            or abs(2 * cy / height - 1) <= _SIZE_TOLERANCE)
 
 
 def _factor_text(scale_x: float, scale_y: float) -> str:

@@ -213,6 +213,29 @@ def test_a_whole_scene_resized_by_one_and_a_half_is_rescaled(tmp_path):
     assert camera.intrinsics[0, 2] == pytest.approx(16.0)
 
 
+def test_principal_point_off_centre_on_one_axis_is_used_as_is(
+        tmp_path, strict_warnings):
+    # The Middlebury dino ring's K (640x480, cx = 316.73, cy = 200.55) scaled
+    # to 32x24: cy is 16 % above the centre while cx is at it. A resize
+    # would move both axes alike, so this is a real camera: no rescale, no
+    # warning, no error.
+    root = _make_scene(tmp_path / "s", num_views=2)
+    for view in (0, 1):
+        data.write_cam_file(root / "cams" / f"{view:08d}_cam.txt",
+                            _camera(cx=316.73 / 20, cy=200.55 / 20))
+    camera = data.MVSScene(root).camera(1)
+    assert camera.intrinsics[0, 2] == pytest.approx(15.8365)
+    assert camera.intrinsics[1, 2] == pytest.approx(10.0275)
+
+
+def test_principal_point_outside_the_image_is_not_accepted(tmp_path):
+    root = _make_scene(tmp_path / "s", num_views=2)
+    data.write_cam_file(root / "cams" / "00000001_cam.txt",
+                        _camera(cx=16.0, cy=-3.0))
+    with pytest.raises(data.FormatError, match=r"found cx = 16, cy = -3"):
+        data.MVSScene(root).camera(1)
+
+
 def test_intrinsics_matching_no_common_resize_are_an_error(tmp_path):
     root = _make_scene(tmp_path / "s", num_views=2)
     data.write_cam_file(root / "cams" / "00000001_cam.txt",
