@@ -185,9 +185,9 @@ def _depth_command(args):
 
 def _pointcloud_command(args) -> Dict[str, float]:
     from keras_mvs import evaluation
-    from keras_mvs import fusion
+    from keras_mvs import files
 
-    points, _, _ = fusion.read_ply(args.pred)
+    points, _, _ = files.read_ply(args.pred)
     if args.dtu_root:
         truth = evaluation.load_dtu_ground_truth(args.dtu_root, args.scan)
         return evaluation.dtu_evaluate(
@@ -195,7 +195,7 @@ def _pointcloud_command(args) -> Dict[str, float]:
             truth.plane)
     if not args.gt:
         raise SystemExit("pointcloud: give --gt GT.ply or --dtu-root/--scan")
-    gt_points, _, _ = fusion.read_ply(args.gt)
+    gt_points, _, _ = files.read_ply(args.gt)
     metrics = evaluation.accuracy_completeness(
         points, gt_points, max_distance=args.max_distance)
     metrics.update(evaluation.precision_recall_fscore(

@@ -399,7 +399,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from experiments import console
 
     console.quiet_tensorflow(["--verbose"] if args.verbose else [])
-    from keras_mvs import fusion
+    from keras_mvs import files
     from keras_mvs import inference
     from keras_mvs import reconstruct as reconstruct_lib
 
@@ -478,7 +478,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "the visual hull")
 
     if args.gt_ply or args.render:
-        points, colors, _ = fusion.read_ply(str(out_dir / "fused.ply"))
+        points, colors, _ = files.read_ply(str(out_dir / "fused.ply"))
     if args.gt_ply:
         metrics = reconstruct_lib.evaluate_against(
             points, args.gt_ply, args.threshold, args.max_distance)

@@ -81,12 +81,12 @@ def render(cloud: pathlib.Path, out: pathlib.Path, width: int, height: int,
         FileNotFoundError: no such cloud or cam file.
         ValueError: the cloud has no points.
     """
-    from keras_mvs import fusion
+    from keras_mvs import files
     from keras_mvs import reconstruct as reconstruct_lib
 
     if not cloud.is_file():
         raise FileNotFoundError(f"{cloud}: no such point cloud")
-    points, colors, _ = fusion.read_ply(str(cloud))
+    points, colors, _ = files.read_ply(str(cloud))
     if points.shape[0] == 0:
         raise ValueError(f"{cloud}: the cloud has no points")
     pose = intrinsics = None

@@ -22,8 +22,6 @@ Example:
 """
 
 import dataclasses
-import os
-import tempfile
 from typing import Callable
 from typing import Mapping
 from typing import Optional
@@ -31,7 +29,6 @@ from typing import Sequence
 from typing import Union
 
 import numpy as np
-import plyfile
 import tensorflow as tf
 
 from keras_mvs import geometry
@@ -767,111 +764,3 @@ def fuse_views(
     colors = (np.concatenate(all_colors).astype(np.uint8) if all_colors
               else np.zeros((0, 3), np.uint8))
     return FusedCloud(points=points, colors=colors, view_stats=stats)
-
-
-def write_ply(
-    path: str,
-    points: np.ndarray,
-    colors: Optional[np.ndarray] = None,
-    normals: Optional[np.ndarray] = None,
-) -> None:
-    """Writes a binary little-endian PLY with one `vertex` element.
-
-    Properties: x, y, z float32; then red, green, blue uint8 when `colors`
-    is given; then nx, ny, nz float32 when `normals` is given. The file is
-    written under a temporary name in the same folder and renamed, so a
-    partial file never carries the final name.
-
-    Args:
-        path: destination `.ply`.
-        points: `[N, 3]` coordinates (depth units).
-        colors: optional `[N, 3]` uint8 RGB.
-        normals: optional `[N, 3]` unit normals.
-
-    Raises:
-        ValueError: if a shape or dtype is wrong.
-    """
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] != 3:
-        raise ValueError(
-            f"write_ply({path!r}): points must be [N, 3]; received "
-            f"{points.shape}.")
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    columns = [points[:, 0], points[:, 1], points[:, 2]]
-    if colors is not None:
-        colors = np.asarray(colors)
-        if colors.shape != points.shape or colors.dtype != np.uint8:
-            raise ValueError(
-                f"write_ply({path!r}): colors must be uint8 {points.shape}; "
-                f"received {colors.dtype} {colors.shape}.")
-        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-        columns += [colors[:, 0], colors[:, 1], colors[:, 2]]
-    if normals is not None:
-        normals = np.asarray(normals)
-        if normals.shape != points.shape:
-            raise ValueError(
-                f"write_ply({path!r}): normals must be {points.shape}; "
-                f"received {normals.shape}.")
-        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
-        columns += [normals[:, 0], normals[:, 1], normals[:, 2]]
-    vertices = np.empty(points.shape[0], dtype=fields)
-    for (name, _), column in zip(fields, columns):
-        vertices[name] = column
-    element = plyfile.PlyElement.describe(vertices, "vertex")
-
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(
-        prefix=".tmp_", suffix=".ply", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            plyfile.PlyData([element], text=False, byte_order="<").write(
-                stream)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
-
-def read_ply(
-    path: str,
-) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
-    """Reads the `vertex` element of a PLY file (ASCII or binary).
-
-    Args:
-        path: a `.ply` file.
-
-    Returns:
-        `(points [N, 3] float32, colors [N, 3] uint8 or None,
-        normals [N, 3] float32 or None)`; colours and normals are None when
-        the file lacks red/green/blue or nx/ny/nz.
-
-    Raises:
-        FileNotFoundError: if `path` does not exist.
-        ValueError: if the file is not a PLY or has no vertex x, y, z.
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"PLY file not found: {path}")
-    try:
-        data = plyfile.PlyData.read(path)
-    except Exception as error:
-        raise ValueError(f"{path}: not a readable PLY file ({error}).") from (
-            error)
-    if "vertex" not in data:
-        raise ValueError(f"{path}: no 'vertex' element.")
-    vertex = data["vertex"]
-    names = set(vertex.data.dtype.names)
-
-    def stack(keys: tuple, dtype: type) -> Optional[np.ndarray]:
-        if not set(keys) <= names:
-            return None
-        return np.stack([np.asarray(vertex[k]) for k in keys],
-                        axis=-1).astype(dtype)
-
-    points = stack(("x", "y", "z"), np.float32)
-    if points is None:
-        raise ValueError(
-            f"{path}: the vertex element needs x, y, z properties; found "
-            f"{sorted(names)}.")
-    return (points, stack(("red", "green", "blue"), np.uint8),
-            stack(("nx", "ny", "nz"), np.float32))

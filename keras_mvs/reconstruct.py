@@ -56,6 +56,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_mvs import evaluation
+from keras_mvs import files
 from keras_mvs import fusion
 from keras_mvs import inference
 from keras_mvs import visualize
@@ -757,7 +758,7 @@ def reconstruct(
             bar.update(progress["count"], [("points", progress["points"])])
 
     cloud = fusion.fuse_views(views, fusion_pairs, config, on_view=fused)
-    fusion.write_ply(str(out_dir / "fused.ply"), cloud.points, cloud.colors)
+    files.write_ply(str(out_dir / "fused.ply"), cloud.points, cloud.colors)
     fusion_seconds = time.perf_counter() - fusion_start
 
     per_view, totals = view_statistics(cloud, records)
@@ -813,7 +814,7 @@ def evaluate_against(points: np.ndarray, gt_path: PathLike,
                     f"{sorted(data.files)}")
             gt_points = np.asarray(data["xyz"], np.float32)
     else:
-        gt_points, _, _ = fusion.read_ply(str(gt_path))
+        gt_points, _, _ = files.read_ply(str(gt_path))
     metrics = evaluation.accuracy_completeness(points, gt_points,
                                                max_distance=max_distance)
     metrics.update(evaluation.precision_recall_fscore(points, gt_points,

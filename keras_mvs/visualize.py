@@ -11,8 +11,6 @@ Point clouds are rendered by z-buffered splatting through
 images of fused clouds.
 """
 
-import os
-import tempfile
 from typing import Optional
 from typing import Sequence
 
@@ -21,6 +19,7 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
+from keras_mvs import files
 from keras_mvs import geometry
 
 # Anchor colours at 0, 1/8, ..., 1 (sRGB), chosen along matplotlib's
@@ -247,32 +246,9 @@ def confidence_preview(confidence: np.ndarray) -> np.ndarray:
 
 
 def save_png(path: str, rgb: np.ndarray) -> None:
-    """Writes a uint8 image as PNG, via a temporary name and a rename.
-
-    Args:
-        path: destination file.
-        rgb: `[H, W, 3]` or `[H, W]` uint8.
-
-    Raises:
-        ValueError: for another dtype or shape.
-    """
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or not (
-            rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[-1] == 3)):
-        raise ValueError(
-            f"save_png({path!r}) needs uint8 [H, W, 3] or [H, W]; received "
-            f"{rgb.dtype} {rgb.shape}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(prefix=".tmp_", suffix=".png",
-                                         dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(rgb).save(stream, format="PNG", optimize=True)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    """Writes a uint8 `[H, W, 3]` or `[H, W]` image as an optimised PNG
+    (atomically, see `keras_mvs.files.write_png`)."""
+    files.write_png(path, rgb, optimize=True)
 
 
 def _unit(vector) -> np.ndarray:

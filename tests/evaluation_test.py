@@ -8,7 +8,7 @@ import scipy.io
 from scipy.spatial import cKDTree
 
 from keras_mvs import evaluation
-from keras_mvs import fusion
+from keras_mvs import files
 
 
 def test_depth_metrics_hand_values():
@@ -163,7 +163,7 @@ def test_load_dtu_ground_truth_and_evaluate(tmp_path):
     (tmp_path / "ObsMask").mkdir()
     with pytest.raises(FileNotFoundError, match="stl024_total.ply"):
         evaluation.load_dtu_ground_truth(str(tmp_path), 24)
-    fusion.write_ply(str(tmp_path / "Points" / "stl" / "stl024_total.ply"),
+    files.write_ply(str(tmp_path / "Points" / "stl" / "stl024_total.ply"),
                      stl)
     scipy.io.savemat(str(tmp_path / "ObsMask" / "ObsMask24_10.mat"),
                      {"ObsMask": obs_mask, "BB": bb, "Res": np.array([[res]])})

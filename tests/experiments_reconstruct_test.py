@@ -9,7 +9,7 @@ import pytest
 
 from experiments import convert_colmap
 from experiments import reconstruct as cli
-from keras_mvs import fusion
+from keras_mvs import files
 from keras_mvs.data import colmap
 from keras_mvs.data import scene as scene_lib
 
@@ -22,7 +22,7 @@ def colmap_project(scene_dir, tmp_path_factory) -> pathlib.Path:
     scene = scene_lib.MVSScene(scene_dir)
     project = tmp_path_factory.mktemp("colmap") / "project"
     (project / "images").mkdir(parents=True)
-    points, _, _ = fusion.read_ply(str(scene_dir / "gt_surface.ply"))
+    points, _, _ = files.read_ply(str(scene_dir / "gt_surface.ply"))
     points = points[np.random.default_rng(0).choice(len(points), 2000,
                                                     replace=False)]
     names, visible = [], []
@@ -136,7 +136,7 @@ def test_full_run(scene_dir, tiny_model, tmp_path, capsys):
     assert "model_load_seconds" in summary["timing"]
     assert {"accuracy", "completeness", "fscore"} <= set(
         summary["evaluation"])
-    points, colors, _ = fusion.read_ply(str(out / "fused.ply"))
+    points, colors, _ = files.read_ply(str(out / "fused.ply"))
     assert points.shape[0] == summary["totals"]["num_points"]
     assert points.dtype == np.float32 and colors.dtype == np.uint8
     assert f"fused {points.shape[0]} points" in printed
@@ -153,7 +153,7 @@ def test_full_run(scene_dir, tiny_model, tmp_path, capsys):
 
 
 def test_gt_points_from_npz(scene_dir, tiny_model, tmp_path, capsys):
-    points, _, _ = fusion.read_ply(str(scene_dir / "gt_surface.ply"))
+    points, _, _ = files.read_ply(str(scene_dir / "gt_surface.ply"))
     np.savez(tmp_path / "sparse.npz", xyz=points[::10])
     status = cli.main(["--scene", str(scene_dir), "--model", str(tiny_model),
                        "--out", str(tmp_path / "out"), "--views", "2",

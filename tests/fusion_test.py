@@ -6,6 +6,7 @@ import numpy as np
 import plyfile
 import pytest
 
+from keras_mvs import files
 from keras_mvs import fusion
 from keras_mvs import geometry
 
@@ -351,7 +352,7 @@ def test_ply_round_trip(tmp_path):
     colors = rng.integers(0, 256, (50, 3), dtype=np.uint8)
     normals = rng.normal(size=(50, 3)).astype(np.float32)
     path = str(tmp_path / "cloud.ply")
-    fusion.write_ply(path, points, colors)
+    files.write_ply(path, points, colors)
     assert os.listdir(tmp_path) == ["cloud.ply"]  # no temporary left
 
     data = plyfile.PlyData.read(path)
@@ -362,23 +363,23 @@ def test_ply_round_trip(tmp_path):
     assert [vertex.data.dtype[n].str for n in vertex.data.dtype.names] == [
         "<f4"] * 3 + ["|u1"] * 3
 
-    read_points, read_colors, read_normals = fusion.read_ply(path)
+    read_points, read_colors, read_normals = files.read_ply(path)
     np.testing.assert_array_equal(read_points, points)
     np.testing.assert_array_equal(read_colors, colors)
     assert read_normals is None
 
-    fusion.write_ply(path, points, normals=normals)
-    read_points, read_colors, read_normals = fusion.read_ply(path)
+    files.write_ply(path, points, normals=normals)
+    read_points, read_colors, read_normals = files.read_ply(path)
     assert read_colors is None
     np.testing.assert_array_equal(read_normals, normals)
 
     with pytest.raises(ValueError, match="colors must be uint8"):
-        fusion.write_ply(path, points, colors.astype(np.float32))
+        files.write_ply(path, points, colors.astype(np.float32))
     with pytest.raises(FileNotFoundError, match="missing.ply"):
-        fusion.read_ply(str(tmp_path / "missing.ply"))
+        files.read_ply(str(tmp_path / "missing.ply"))
     (tmp_path / "junk.ply").write_text("not a ply")
     with pytest.raises(ValueError, match="junk.ply"):
-        fusion.read_ply(str(tmp_path / "junk.ply"))
+        files.read_ply(str(tmp_path / "junk.ply"))
 
 
 def test_fuse_views_with_a_source_at_another_resolution():

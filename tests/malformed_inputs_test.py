@@ -23,7 +23,7 @@ from experiments import make_synthetic
 from experiments import train_clmvs
 from keras_mvs import checkpoints
 from keras_mvs import data
-from keras_mvs import fusion
+from keras_mvs import files
 from keras_mvs import inference
 from keras_mvs.data import colmap
 
@@ -312,7 +312,7 @@ def test_read_ply(tmp_path, content):
     path = tmp_path / "cloud.ply"
     path.write_bytes(content)
     with pytest.raises(ValueError, match="cloud.ply"):
-        fusion.read_ply(str(path))
+        files.read_ply(str(path))
 
 
 # === COLMAP models ===

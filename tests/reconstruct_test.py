@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_mvs import evaluation
+from keras_mvs import files
 from keras_mvs import fusion
 from keras_mvs import inference
 from keras_mvs import reconstruct
@@ -71,8 +72,8 @@ def test_ground_truth_depths_fuse_onto_the_surface(scene_dir, tmp_path):
     summary = reconstruct.reconstruct(
         scene, GroundTruthPredictor(scene), tmp_path, num_views=3,
         filter_config=config, verbose=0)
-    points, colors, _ = fusion.read_ply(str(tmp_path / "fused.ply"))
-    gt, _, _ = fusion.read_ply(str(scene_dir / "gt_surface.ply"))
+    points, colors, _ = files.read_ply(str(tmp_path / "fused.ply"))
+    gt, _, _ = files.read_ply(str(scene_dir / "gt_surface.ply"))
     metrics = evaluation.accuracy_completeness(points, gt, max_distance=20.0)
     scores = evaluation.precision_recall_fscore(points, gt, threshold=3.0)
     assert summary["totals"]["num_points"] == points.shape[0] > 10000
@@ -178,7 +179,7 @@ def test_tiny_network_outputs(scene_dir, tiny_model, tmp_path):
         assert key in view
     assert set(written["timing"]) >= {"inference_seconds", "fusion_seconds",
                                       "total_seconds"}
-    points, _, _ = fusion.read_ply(str(tmp_path / "fused.ply"))
+    points, _, _ = files.read_ply(str(tmp_path / "fused.ply"))
     assert points.shape[0] == summary["totals"]["num_points"]
     if points.shape[0] < 100:
         assert summary["diagnosis"]
@@ -209,7 +210,7 @@ def test_mask_agreement_counts_points_outside_the_masks(scene_dir,
     mask[:, :WIDTH // 2] = 255
     Image.fromarray(mask).save(copy / "masks" / "00000000.png")
     scene = scene_lib.MVSScene(copy)
-    points, _, _ = fusion.read_ply(str(copy / "gt_surface.ply"))
+    points, _, _ = files.read_ply(str(copy / "gt_surface.ply"))
     result = reconstruct.mask_agreement(points, scene, scene.view_ids)
 
     camera = scene.camera(0)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_mvs import files
 from keras_mvs import visualize
 
 LOW = (68, 1, 84)
@@ -157,7 +158,6 @@ def test_confidence_preview_bar_spans_zero_to_one():
 
 def test_render_command_uses_a_cam_file(tmp_path, capsys):
     from experiments import render
-    from keras_mvs import fusion
     from keras_mvs.data import formats
 
     # A red square 1000 mm in front of a camera at the origin.
@@ -166,7 +166,7 @@ def test_render_command_uses_a_cam_file(tmp_path, capsys):
     points = np.concatenate([grid, np.full((len(grid), 1), 1000.0)], 1)
     colors = np.tile(np.array([[255, 0, 0]], np.uint8), (len(points), 1))
     cloud = tmp_path / "cloud.ply"
-    fusion.write_ply(str(cloud), points.astype(np.float32), colors)
+    files.write_ply(str(cloud), points.astype(np.float32), colors)
     (tmp_path / "cams").mkdir()
     cam_file = tmp_path / "cams" / "00000000_cam.txt"
     formats.write_cam_file(cam_file, formats.Camera(

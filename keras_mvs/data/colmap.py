@@ -44,6 +44,7 @@ from typing import Tuple
 import numpy as np
 from PIL import Image
 
+from keras_mvs import files
 from keras_mvs.data import formats
 from keras_mvs.data.view_selection import view_selection_scores
 
@@ -498,7 +499,7 @@ def write_mvsnet_folder(
         formats.write_pair_file(staging / "pair.txt", conversion.pairs)
         (staging / "image_names.txt").write_text("".join(
             f"{view} {name}\n" for view, name in enumerate(conversion.names)))
-        formats.publish_directory(staging, out_dir)
+        files.publish_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -26,6 +26,8 @@ from typing import Union
 
 import numpy as np
 
+from keras_mvs import files
+
 PathLike = Union[str, os.PathLike]
 
 # Number of planes the "min_max" depth line is divided into to give an
@@ -459,42 +461,6 @@ def format_cam_text(camera: Camera) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomically(path: PathLike, data: bytes) -> None:
-    """Writes to a temporary sibling, then renames, so that a reader never
-    sees a partly written file under the final name."""
-    path = os.fspath(path)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
-
-
-def publish_directory(staging: PathLike, out_dir: PathLike) -> None:
-    """Moves a completely written `staging` folder into place as `out_dir`.
-
-    An existing `out_dir` is first renamed aside and removed afterwards, so
-    `out_dir` is always either absent or a complete folder, never a
-    half-written one. `staging` must be on the same file system (create it
-    beside `out_dir`, e.g. with `tempfile.mkdtemp(dir=out_dir.parent)`).
-    """
-    import pathlib
-    import shutil
-    import tempfile
-
-    staging, out_dir = pathlib.Path(staging), pathlib.Path(out_dir)
-    # mkdtemp creates folders owner-only; give the result the usual mode.
-    staging.chmod(0o755)
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    retired = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-",
-                                            dir=out_dir.parent))
-    retired.rmdir()
-    out_dir.rename(retired)
-    staging.rename(out_dir)
-    shutil.rmtree(retired)
-
-
 def _read_text(path: PathLike) -> str:
     with open(path, "rb") as handle:
         data = handle.read()
@@ -524,7 +490,7 @@ def read_cam_file(path: PathLike) -> Camera:
 
 def write_cam_file(path: PathLike, camera: Camera) -> None:
     """Writes an MVSNet cam file; see `format_cam_text`."""
-    _write_atomically(path, format_cam_text(camera).encode("utf-8"))
+    files.write_bytes(path, format_cam_text(camera).encode("utf-8"))
 
 
 Pairs = list[tuple[int, list[tuple[int, float]]]]
@@ -662,7 +628,7 @@ def write_pair_file(
     pairs: Sequence[tuple[int, Sequence[tuple[int, float]]]],
 ) -> None:
     """Writes a `pair.txt` file; see `format_pair_text`."""
-    _write_atomically(path, format_pair_text(pairs).encode("utf-8"))
+    files.write_bytes(path, format_pair_text(pairs).encode("utf-8"))
 
 
 def _pfm_header_line(
@@ -773,4 +739,4 @@ def read_pfm(path: PathLike) -> np.ndarray:
 def write_pfm(path: PathLike, array: np.ndarray, scale: float = 1.0) -> None:
     """Writes a PFM file (little-endian, rows bottom to top); see
     `serialize_pfm`."""
-    _write_atomically(path, serialize_pfm(array, scale))
+    files.write_bytes(path, serialize_pfm(array, scale))

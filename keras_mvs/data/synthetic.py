@@ -44,6 +44,7 @@ import numpy as np
 import plyfile
 from PIL import Image
 
+from keras_mvs import files
 from keras_mvs.data import formats
 from keras_mvs.data import view_selection
 
@@ -1397,7 +1398,7 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
                   "primitives": scene["primitives"]}
         (staging / "scene.json").write_text(
             json.dumps(record, indent=1, sort_keys=True) + "\n")
-        formats.publish_directory(staging, out_dir)
+        files.publish_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
