@@ -46,7 +46,7 @@ from PIL import Image
 
 from keras_mvs import files
 from keras_mvs.data import formats
-from keras_mvs.data.view_selection import view_selection_scores
+from keras_mvs.data import view_selection
 
 PathLike = formats.PathLike
 
@@ -56,8 +56,6 @@ FAR_FACTOR = 1.25
 # Percentiles of the observed point depths that bound the range.
 LOW_PERCENTILE = 1.0
 HIGH_PERCENTILE = 99.0
-# View selection (ALGORITHMS.md 1.1).
-NUM_SOURCES = 10
 # DEPTH_NUM written to the cam files (the MVSNet family's N0).
 NUM_DEPTHS = 192
 # Fewer observed points than this make the percentiles unreliable; such
@@ -246,16 +244,6 @@ def pinhole_intrinsics(camera) -> np.ndarray:
                      [0.0, 0.0, 1.0]])
 
 
-def _pairs(scores: np.ndarray, num_sources: int) -> formats.Pairs:
-    """Best sources per view (score > 0), ties broken by the lower id."""
-    pairs = []
-    for ref, row in enumerate(scores):
-        order = [int(v) for v in np.lexsort((np.arange(len(row)), -row))
-                 if v != ref and row[v] > 0][:num_sources]
-        pairs.append((ref, [(v, float(row[v])) for v in order]))
-    return pairs
-
-
 def unregistered_images(reconstruction,
                         images_dir: pathlib.Path) -> List[str]:
     """Images a model does not place: its images without a pose, and
@@ -298,7 +286,7 @@ def convert(
     *,
     near_factor: float = NEAR_FACTOR,
     far_factor: float = FAR_FACTOR,
-    num_sources: int = NUM_SOURCES,
+    num_sources: int = view_selection.NUM_SOURCES,
 ) -> ColmapConversion:
     """Reads a COLMAP model and converts it to MVSNet cameras and pairs.
 
@@ -427,13 +415,14 @@ def convert(
             "points have an unreliable depth range: "
             f"{[images[k].name for k in low_views]}", UserWarning,
             stacklevel=2)
-    scores = view_selection_scores(points, point_index, view_index,
-                                   np.array(centres))
+    scores = view_selection.view_selection_scores(
+        points, point_index, view_index, np.array(centres))
     return ColmapConversion(
         model_dir=model_dir, names=[image.name for image in images],
         image_paths=[images_dir / image.name for image in images],
         cameras=cameras, image_sizes=sizes,
-        pairs=_pairs(scores, num_sources), num_points=num_points,
+        pairs=view_selection.select_pairs(
+            scores, num_sources, positive_only=True), num_points=num_points,
         unregistered=unregistered)
 
 

@@ -80,8 +80,6 @@ CAMERA_LAYOUTS = ("cap", "ring", "forward")
 # Scene kinds of `randomized_config`: what each one stresses.
 SCENE_KINDS = ("default", "low_texture", "repetitive", "glossy", "near",
                "far", "ring", "forward")
-# Sources listed per view in pair.txt (the MVSNet convention).
-_NUM_PAIR_SOURCES = 10
 
 # Surface ids are `primitive_index * _PARTS_PER_PRIMITIVE + part`, a part
 # being one smooth piece of a primitive's surface (a box face, a cylinder
@@ -1115,37 +1113,6 @@ def ground_truth_surface(depths: np.ndarray, normals: np.ndarray,
             np.concatenate(point_normals).astype(np.float32))
 
 
-def view_selection_scores(points: np.ndarray, visible: np.ndarray,
-                          camera_centres: np.ndarray) -> np.ndarray:
-    """MVSNet view-selection scores between all pairs of views.
-
-    See `keras_mvs.data.view_selection` (ALGORITHMS.md 1.1).
-
-    Args:
-        points: `[N, 3]` surface points, world frame.
-        visible: `[N, V]` bool visibility.
-        camera_centres: `[V, 3]` camera centres, world frame.
-
-    Returns:
-        `[V, V]` float64 scores, symmetric, zero on the diagonal.
-    """
-    return view_selection.scores_from_visibility(points, visible,
-                                                 camera_centres)
-
-
-def _pairs_from_scores(scores: np.ndarray
-                       ) -> list[tuple[int, list[tuple[int, float]]]]:
-    """Top sources per view, best first (ties broken by the lower id)."""
-    pairs = []
-    for ref, row in enumerate(scores):
-        candidates = [view for view in np.lexsort((np.arange(len(row)),
-                                                   -row))
-                      if view != ref][:_NUM_PAIR_SOURCES]
-        pairs.append((ref, [(int(view), float(row[view]))
-                            for view in candidates]))
-    return pairs
-
-
 # --------------------------------------------------------------------------
 # Public API
 
@@ -1285,7 +1252,8 @@ def render_scene(config: SceneConfig) -> dict:
         depths, normals, intrinsics, cam_from_world, voxel_size)
     centres = -np.einsum("vji,vj->vi", cam_from_world[:, :3, :3],
                          cam_from_world[:, :3, 3])
-    scores = view_selection_scores(points[seen], visible[seen], centres)
+    scores = view_selection.scores_from_visibility(points[seen],
+                                                   visible[seen], centres)
     return {
         "images": images,
         "depths": depths,
@@ -1298,7 +1266,7 @@ def render_scene(config: SceneConfig) -> dict:
         "depth_max": depth_max,
         "depth_interval": (depth_max - depth_min) / config.num_depths,
         "num_depths": config.num_depths,
-        "pairs": _pairs_from_scores(scores),
+        "pairs": view_selection.select_pairs(scores, positive_only=False),
         "pair_scores": scores,
         "surface_points": surface_points,
         "surface_normals": surface_normals,

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import plyfile
@@ -223,24 +222,6 @@ def test_supersampling_smooths_images_and_keeps_depth():
     # jumps; the mean brightness stays.
     assert roughness(smooth["images"]) < 0.9 * roughness(plain["images"])
     assert abs(smooth["images"].mean() - plain["images"].mean()) < 2.0
-
-
-def test_view_selection_scores_hand_worked():
-    # One point at the origin, cameras 100 mm away at 0, 5, 15 and 3
-    # degrees about the y axis: G(5) = 1, G(15) = exp(-100/200), G(3) =
-    # exp(-4/2); view 3 does not see the point.
-    angles = np.radians([0.0, 5.0, 15.0, 3.0])
-    centres = 100.0 * np.stack(
-        [np.sin(angles), np.zeros(4), np.cos(angles)], -1)
-    visible = np.array([[True, True, True, False]])
-    scores = synthetic.view_selection_scores(np.zeros((1, 3)), visible,
-                                             centres)
-    np.testing.assert_allclose(scores[0], [0.0, 1.0, math.exp(-0.5), 0.0],
-                               atol=1e-12)
-    # Angle between views 1 and 2 is 10 degrees.
-    np.testing.assert_allclose(scores[1, 2], math.exp(-25.0 / 200.0),
-                               rtol=1e-12)
-    np.testing.assert_array_equal(scores, scores.T)
 
 
 def test_pairs_rank_near_view_above_far_view():
