@@ -45,6 +45,7 @@ import plyfile
 from PIL import Image
 
 from keras_mvs import files
+from keras_mvs import visualize
 from keras_mvs.data import formats
 from keras_mvs.data import view_selection
 
@@ -1534,59 +1535,15 @@ def ensure_benchmark(split: str,
     return [split_dir / name for name in names]
 
 
-# Anchors of the depth colour map (near to far): pale yellow, orange,
-# magenta, purple, deep blue. Chosen by hand for monotonic lightness, so
-# nearer reads brighter in colour and in grey.
-_DEPTH_COLOUR_ANCHORS = np.array([
-    [0.99, 0.96, 0.66],
-    [0.98, 0.60, 0.28],
-    [0.80, 0.25, 0.44],
-    [0.42, 0.11, 0.52],
-    [0.07, 0.04, 0.24],
-])
-_DEPTH_COLOUR_ANCHORS.setflags(write=False)
-
-
-def colourize_depth(depth: np.ndarray, mask: np.ndarray,
-                    depth_min: Optional[float] = None,
-                    depth_max: Optional[float] = None) -> np.ndarray:
-    """Maps a depth map to colours, near bright and far dark.
-
-    Args:
-        depth: `[H, W]` depth, mm.
-        mask: `[H, W]` bool, where the depth is valid.
-        depth_min: depth of the brightest colour; defaults to the smallest
-            valid depth.
-        depth_max: depth of the darkest colour; defaults to the largest
-            valid depth.
-
-    Returns:
-        `[H, W, 3]` uint8 RGB, black where `mask` is False.
-    """
-    depth = np.asarray(depth, dtype=np.float64)
-    mask = np.asarray(mask, dtype=bool)
-    if depth.shape != mask.shape or depth.ndim != 2:
-        raise ValueError(
-            "colourize_depth expects depth and mask of one (H, W) shape. "
-            f"Received: depth {depth.shape}, mask {mask.shape}")
-    valid = depth[mask]
-    near = float(valid.min()) if depth_min is None else depth_min
-    far = float(valid.max()) if depth_max is None else depth_max
-    scaled = np.clip((depth - near) / max(far - near, 1e-12), 0.0, 1.0)
-    position = scaled * (len(_DEPTH_COLOUR_ANCHORS) - 1)
-    low = np.minimum(np.floor(position).astype(int),
-                     len(_DEPTH_COLOUR_ANCHORS) - 2)
-    weight = (position - low)[..., None]
-    colours = ((1.0 - weight) * _DEPTH_COLOUR_ANCHORS[low]
-               + weight * _DEPTH_COLOUR_ANCHORS[low + 1])
-    colours = np.where(mask[..., None], colours, 0.0)
-    return np.round(colours * 255.0).astype(np.uint8)
-
-
 def preview(scene: dict, view: int = 0) -> np.ndarray:
-    """A rendered view beside its colour-mapped depth, `[H, 2W + 8, 3]`
-    uint8, for documentation and quick looks."""
+    """A rendered view beside its depth in `keras_mvs.visualize`'s colour map
+    (nearest valid depth dark purple, farthest yellow, no depth black),
+    `[H, 2W + 8, 3]` uint8, for documentation and quick looks."""
     image = scene["images"][view]
-    depth = colourize_depth(scene["depths"][view], scene["masks"][view])
+    depth, mask = scene["depths"][view], scene["masks"][view]
+    valid = depth[mask]
+    near, far = ((float(valid.min()), float(valid.max())) if valid.size
+                 else (None, None))
+    colours = visualize.colorize_depth(depth, mask, near, far)
     gap = np.full((image.shape[0], 8, 3), 255, dtype=np.uint8)
-    return np.concatenate([image, gap, depth], axis=1)
+    return np.concatenate([image, gap, colours], axis=1)

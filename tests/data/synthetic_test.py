@@ -338,18 +338,22 @@ def test_make_synthetic_writes_consecutive_seeds(tmp_path, capsys):
         make_synthetic.main(["--out", str(tmp_path), "--scenes", "1"])
 
 
-def test_colourize_depth_maps_near_bright_far_dark_invalid_black():
-    depth = np.array([[100.0, 150.0, 200.0, 0.0]])
-    colours = synthetic.colourize_depth(depth, depth > 0)
-    anchors = np.round(synthetic._DEPTH_COLOUR_ANCHORS * 255).astype(int)
-    np.testing.assert_array_equal(colours[0, 0], anchors[0])
-    np.testing.assert_array_equal(colours[0, 1], anchors[2])
-    np.testing.assert_array_equal(colours[0, 2], anchors[-1])
-    np.testing.assert_array_equal(colours[0, 3], [0, 0, 0])
-    assert colours[0, :3].astype(int).sum(-1).tolist() == sorted(
-        colours[0, :3].astype(int).sum(-1).tolist(), reverse=True)
-    with pytest.raises(ValueError, match="shape"):
-        synthetic.colourize_depth(depth, np.ones((2, 4), bool))
+def test_preview_maps_depth_with_the_viridis_ramp():
+    # The depth span 100..200 mm maps to viridis from 0 to 1: published
+    # viridis colours at 0 (#440154), 1/2 (#21918c) and 1 (#fde725), and at
+    # 29/32 a quarter of the way from viridis(7/8) = (170, 220, 50) to
+    # viridis(1): (190.75, 222.75, 46.75), rounded. No depth is black.
+    depth = np.array([[100.0, 150.0, 190.625, 200.0, 0.0]], np.float32)
+    image = np.arange(15, dtype=np.uint8).reshape(1, 5, 3)
+    scene = {"images": image[None], "depths": depth[None],
+             "masks": depth[None] > 0}
+    shown = synthetic.preview(scene)
+    assert shown.shape == (1, 5 + 8 + 5, 3) and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown[:, :5], image)
+    np.testing.assert_array_equal(shown[:, 5:13], 255)
+    np.testing.assert_array_equal(shown[0, 13:], [
+        [68, 1, 84], [33, 145, 140], [191, 223, 47], [253, 231, 37],
+        [0, 0, 0]])
 
 
 def test_ground_truth_surface_keeps_first_point_per_voxel():
