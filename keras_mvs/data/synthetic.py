@@ -34,15 +34,12 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 from typing import Optional
 from typing import Union
 
 import numpy as np
-import plyfile
-from PIL import Image
 
 from keras_mvs import files
 from keras_mvs import visualize
@@ -1287,21 +1284,7 @@ def _config_record(config: SceneConfig) -> dict:
 def _write_png(path: Path, array: np.ndarray) -> None:
     # Fixed encoder settings and no metadata, so the bytes depend only on
     # the pixels.
-    Image.fromarray(array).save(path, format="PNG", compress_level=6,
-                                optimize=False)
-
-
-def _write_surface_ply(path: Path, points: np.ndarray,
-                       normals: np.ndarray) -> None:
-    vertices = np.empty(len(points), dtype=[
-        ("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-        ("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")])
-    for axis, name in enumerate("xyz"):
-        vertices[name] = points[:, axis]
-        vertices["n" + name] = normals[:, axis]
-    element = plyfile.PlyElement.describe(vertices, "vertex")
-    plyfile.PlyData([element], text=False, byte_order="<").write(
-        os.fspath(path))
+    files.write_png(path, array, compress_level=6, optimize=False)
 
 
 def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
@@ -1336,9 +1319,7 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
         raise FileExistsError(
             f"write_scene: {out_dir} exists and is not empty; pass "
             "overwrite=True to replace it.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
-                                    dir=out_dir.parent))
+    staging = files.staging_directory(out_dir)
     try:
         for sub in ("images", "cams", "depths", "masks"):
             (staging / sub).mkdir()
@@ -1361,12 +1342,12 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
                     num_depths=int(scene["num_depths"]),
                     depth_max=float(scene["depth_max"][view])))
         formats.write_pair_file(staging / "pair.txt", scene["pairs"])
-        _write_surface_ply(staging / "gt_surface.ply",
-                           scene["surface_points"], scene["surface_normals"])
+        files.write_ply(staging / "gt_surface.ply", scene["surface_points"],
+                        normals=scene["surface_normals"])
         record = {"config": _config_record(scene["config"]),
                   "primitives": scene["primitives"]}
-        (staging / "scene.json").write_text(
-            json.dumps(record, indent=1, sort_keys=True) + "\n")
+        files.write_text(staging / "scene.json",
+                         json.dumps(record, indent=1, sort_keys=True) + "\n")
         files.publish_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -1508,12 +1489,9 @@ def ensure_benchmark(split: str,
     """
     seeds = benchmark_seeds(split)
     split_dir = benchmark_dir(split, root, height, width, num_views)
-    root = split_dir.parent
-    key = split_dir.name
     names = [f"scene_{index:03d}" for index in range(len(seeds))]
     if not split_dir.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
+        staging = files.staging_directory(split_dir)
         try:
             for index, (name, seed) in enumerate(zip(names, seeds)):
                 if on_scene is not None:
@@ -1521,7 +1499,9 @@ def ensure_benchmark(split: str,
                 config = SceneConfig(height=height, width=width,
                                      num_views=num_views, seed=seed)
                 write_scene(render_scene(config), staging / name)
-            staging.chmod(0o755)
+            # Not files.publish_directory: a split another process has
+            # finished meanwhile is kept, not replaced under its readers.
+            staging.chmod(files.FOLDER_MODE)
             try:
                 staging.rename(split_dir)
             except OSError:
