@@ -34,7 +34,6 @@ import dataclasses
 import os
 import pathlib
 import shutil
-import tempfile
 import warnings
 from typing import List
 from typing import Optional
@@ -260,10 +259,11 @@ def unregistered_images(reconstruction,
              if image.has_pose}
     unposed = {image.name for image in reconstruction.images.values()
                if not image.has_pose}
-    files = {path.relative_to(images_dir).as_posix()
-             for path in images_dir.rglob("*")
-             if path.is_file() and path.suffix.lower() in _IMAGE_SUFFIXES}
-    return sorted((unposed | files) - posed)
+    image_files = {
+        path.relative_to(images_dir).as_posix()
+        for path in images_dir.rglob("*")
+        if path.is_file() and path.suffix.lower() in _IMAGE_SUFFIXES}
+    return sorted((unposed | image_files) - posed)
 
 
 def depth_range(depths: np.ndarray, near_factor: float = NEAR_FACTOR,
@@ -441,7 +441,7 @@ def _place_image(source: pathlib.Path, target_stem: pathlib.Path,
         shutil.copyfile(source, target)
         return
     with Image.open(source) as image:
-        image.convert("RGB").save(target_stem.with_suffix(".png"))
+        files.write_png(target_stem.with_suffix(".png"), image.convert("RGB"))
 
 
 def write_mvsnet_folder(
@@ -473,9 +473,7 @@ def write_mvsnet_folder(
         raise FileExistsError(
             f"write_mvsnet_folder: {out_dir} exists and is not empty; pass "
             "overwrite=True to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
-                                            dir=out_dir.parent))
+    staging = files.staging_directory(out_dir)
     try:
         (staging / "images").mkdir()
         (staging / "cams").mkdir()
@@ -486,7 +484,7 @@ def write_mvsnet_folder(
             formats.write_cam_file(staging / "cams" / f"{view:08d}_cam.txt",
                                    camera)
         formats.write_pair_file(staging / "pair.txt", conversion.pairs)
-        (staging / "image_names.txt").write_text("".join(
+        files.write_text(staging / "image_names.txt", "".join(
             f"{view} {name}\n" for view, name in enumerate(conversion.names)))
         files.publish_directory(staging, out_dir)
     except BaseException:
@@ -568,8 +566,5 @@ def write_text_model(
         f"128 128 128 0 {' '.join(tracks[p])}" for p in keep]
     for name, lines in (("cameras", camera_lines), ("images", image_lines),
                         ("points3D", point_lines)):
-        path = model_dir / f"{name}.txt"
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text("\n".join(lines) + "\n")
-        os.replace(temporary, path)
+        files.write_text(model_dir / f"{name}.txt", "\n".join(lines) + "\n")
     return model_dir
