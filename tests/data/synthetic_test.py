@@ -314,9 +314,14 @@ def test_ensure_benchmark_renders_once(tmp_path, monkeypatch):
     def fail(config):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(synthetic, "render_scene", fail)
+    # The renderer ensure_benchmark calls (the `render` module's).
+    monkeypatch.setattr(synthetic.render, "render_scene", fail)
     assert synthetic.ensure_benchmark("test", root=tmp_path, height=32,
                                       width=40, num_views=2) == folders
+    # The patch is seen: a split not yet cached would render.
+    with pytest.raises(AssertionError, match="rendered again"):
+        synthetic.ensure_benchmark("test", root=tmp_path / "other",
+                                   height=32, width=40, num_views=2)
     with pytest.raises(ValueError, match="split"):
         synthetic.ensure_benchmark("val", root=tmp_path)
 
