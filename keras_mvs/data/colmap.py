@@ -28,6 +28,11 @@ read with pycolmap) plus its undistorted images becomes an MVSNet scene:
 Example:
     >>> conversion = convert("project/dense/sparse", "project/dense/images")
     >>> write_mvsnet_folder(conversion, "project/mvsnet")
+
+The module stays a little over ~500 lines as one job, the COLMAP model
+format in both directions: `write_text_model` is the inverse of `convert`
+(the tests check one against the other), and both share the pixel-centre
+and camera-model conventions above.
 """
 
 import dataclasses

@@ -14,6 +14,9 @@ milliseconds; an image is decoded only when asked for) and absorbs the
 real-world variants of DESIGN.md 7: views missing their image or cam,
 pair files that disagree with the folder, intrinsics written for another
 image size, grayscale or RGBA photos.
+
+The module stays a little over ~500 lines as one job: it is the `MVSScene`
+class, and most of its length is the handling of those variants.
 """
 
 import dataclasses
