@@ -329,7 +329,7 @@ def test_odd_sized_view_is_resized_with_a_warning(tmp_path, caplog):
                       _depth_codes(1, 64, 128))
     Image.fromarray(np.full((64, 128), 255, np.uint8)).save(
         root / "masks" / "00000001.png")
-    with caplog.at_level(logging.WARNING, logger="keras_mvs.data.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="keras_mvs.data.folders"):
         scene = next(folders.scene_dicts_from_folders([root])
                      .as_numpy_iterator())
     assert "view 1: image is 64x128, the first view's 32x64" in caplog.text
