@@ -28,13 +28,17 @@ read with pycolmap) plus its undistorted images becomes an MVSNet scene:
 Example:
     >>> conversion = convert("project/dense/sparse", "project/dense/images")
     >>> write_mvsnet_folder(conversion, "project/mvsnet")
+
+The module stays a little over ~500 lines as one job, the COLMAP model
+format in both directions: `write_text_model` is the inverse of `convert`
+(the tests check one against the other), and both share the pixel-centre
+and camera-model conventions above.
 """
 
 import dataclasses
 import os
 import pathlib
 import shutil
-import tempfile
 import warnings
 from typing import List
 from typing import Optional
@@ -46,7 +50,7 @@ from PIL import Image
 
 from keras_mvs import files
 from keras_mvs.data import formats
-from keras_mvs.data.view_selection import view_selection_scores
+from keras_mvs.data import view_selection
 
 PathLike = formats.PathLike
 
@@ -56,8 +60,6 @@ FAR_FACTOR = 1.25
 # Percentiles of the observed point depths that bound the range.
 LOW_PERCENTILE = 1.0
 HIGH_PERCENTILE = 99.0
-# View selection (ALGORITHMS.md 1.1).
-NUM_SOURCES = 10
 # DEPTH_NUM written to the cam files (the MVSNet family's N0).
 NUM_DEPTHS = 192
 # Fewer observed points than this make the percentiles unreliable; such
@@ -246,16 +248,6 @@ def pinhole_intrinsics(camera) -> np.ndarray:
                      [0.0, 0.0, 1.0]])
 
 
-def _pairs(scores: np.ndarray, num_sources: int) -> formats.Pairs:
-    """Best sources per view (score > 0), ties broken by the lower id."""
-    pairs = []
-    for ref, row in enumerate(scores):
-        order = [int(v) for v in np.lexsort((np.arange(len(row)), -row))
-                 if v != ref and row[v] > 0][:num_sources]
-        pairs.append((ref, [(v, float(row[v])) for v in order]))
-    return pairs
-
-
 def unregistered_images(reconstruction,
                         images_dir: pathlib.Path) -> List[str]:
     """Images a model does not place: its images without a pose, and
@@ -272,10 +264,11 @@ def unregistered_images(reconstruction,
              if image.has_pose}
     unposed = {image.name for image in reconstruction.images.values()
                if not image.has_pose}
-    files = {path.relative_to(images_dir).as_posix()
-             for path in images_dir.rglob("*")
-             if path.is_file() and path.suffix.lower() in _IMAGE_SUFFIXES}
-    return sorted((unposed | files) - posed)
+    image_files = {
+        path.relative_to(images_dir).as_posix()
+        for path in images_dir.rglob("*")
+        if path.is_file() and path.suffix.lower() in _IMAGE_SUFFIXES}
+    return sorted((unposed | image_files) - posed)
 
 
 def depth_range(depths: np.ndarray, near_factor: float = NEAR_FACTOR,
@@ -298,7 +291,7 @@ def convert(
     *,
     near_factor: float = NEAR_FACTOR,
     far_factor: float = FAR_FACTOR,
-    num_sources: int = NUM_SOURCES,
+    num_sources: int = view_selection.NUM_SOURCES,
 ) -> ColmapConversion:
     """Reads a COLMAP model and converts it to MVSNet cameras and pairs.
 
@@ -427,13 +420,14 @@ def convert(
             "points have an unreliable depth range: "
             f"{[images[k].name for k in low_views]}", UserWarning,
             stacklevel=2)
-    scores = view_selection_scores(points, point_index, view_index,
-                                   np.array(centres))
+    scores = view_selection.view_selection_scores(
+        points, point_index, view_index, np.array(centres))
     return ColmapConversion(
         model_dir=model_dir, names=[image.name for image in images],
         image_paths=[images_dir / image.name for image in images],
         cameras=cameras, image_sizes=sizes,
-        pairs=_pairs(scores, num_sources), num_points=num_points,
+        pairs=view_selection.select_pairs(
+            scores, num_sources, positive_only=True), num_points=num_points,
         unregistered=unregistered)
 
 
@@ -452,7 +446,7 @@ def _place_image(source: pathlib.Path, target_stem: pathlib.Path,
         shutil.copyfile(source, target)
         return
     with Image.open(source) as image:
-        image.convert("RGB").save(target_stem.with_suffix(".png"))
+        files.write_png(target_stem.with_suffix(".png"), image.convert("RGB"))
 
 
 def write_mvsnet_folder(
@@ -484,9 +478,7 @@ def write_mvsnet_folder(
         raise FileExistsError(
             f"write_mvsnet_folder: {out_dir} exists and is not empty; pass "
             "overwrite=True to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-",
-                                            dir=out_dir.parent))
+    staging = files.staging_directory(out_dir)
     try:
         (staging / "images").mkdir()
         (staging / "cams").mkdir()
@@ -497,7 +489,7 @@ def write_mvsnet_folder(
             formats.write_cam_file(staging / "cams" / f"{view:08d}_cam.txt",
                                    camera)
         formats.write_pair_file(staging / "pair.txt", conversion.pairs)
-        (staging / "image_names.txt").write_text("".join(
+        files.write_text(staging / "image_names.txt", "".join(
             f"{view} {name}\n" for view, name in enumerate(conversion.names)))
         files.publish_directory(staging, out_dir)
     except BaseException:
@@ -579,8 +571,5 @@ def write_text_model(
         f"128 128 128 0 {' '.join(tracks[p])}" for p in keep]
     for name, lines in (("cameras", camera_lines), ("images", image_lines),
                         ("points3D", point_lines)):
-        path = model_dir / f"{name}.txt"
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text("\n".join(lines) + "\n")
-        os.replace(temporary, path)
+        files.write_text(model_dir / f"{name}.txt", "\n".join(lines) + "\n")
     return model_dir

@@ -3,8 +3,10 @@
 Everything here works on *scene dicts*, one element per scene, each image
 stored once (DESIGN.md 7); view tuples are assembled here, so the scene-level
 contrastive branch can draw sources from a reference's full candidate list.
-`scene_dicts_from_folders` produces scene dicts from MVSNet-layout folders;
-the TFDS adapter produces the same structure.
+`keras_mvs.data.folders.scene_dicts_from_folders` produces scene dicts from
+MVSNet-layout folders (re-exported here with `check_folders`, for callers
+that use this module as the data entry point); the TFDS adapter
+(`keras_mvs.data.tfds_source`) produces the same structure.
 
 Scene dict (N views of one scene, all H x W):
 
@@ -26,13 +28,11 @@ Scene dict (N views of one scene, all H x W):
   what is wrong with it ("view 7: image file is missing"). Readers fill it
   where they know file names; the pipeline adds its own checks.
 
-View tuples (ALGORITHMS.md 1.2 and 4.1): every view with at least one valid
-candidate is a reference. The regular tuple is the reference followed by the
-first V - 1 candidates, padded by repeating the first source when fewer
-(UniMVSNet `general_eval`). The scene-level (SCC) tuple is the same reference
-followed by V - 1 candidates drawn without replacement from the whole
-candidate list, fresh per example (padded the same way when the list has
-fewer than V - 1 entries).
+View tuples (`keras_mvs.data.view_tuples`, ALGORITHMS.md 1.2 and 4.1):
+every view with at least one valid candidate is a reference; the regular
+tuple takes its first V - 1 candidates, the scene-level (SCC) tuple V - 1
+drawn from the whole candidate list, fresh per example. Crops, float
+conversion and ICC augmentation are `keras_mvs.data.transforms`.
 
 Bad data: a view with a problem (missing or unreadable image, depth map of
 the wrong size, depth range not 0 < first < last, non-finite camera, depth
@@ -49,478 +49,25 @@ gives the same batches.
 """
 
 import logging
-import os
-import pathlib
 from collections.abc import Sequence
 from typing import Optional
-from typing import Union
 
 import numpy as np
 import tensorflow as tf
 
-from keras_mvs import geometry
-from keras_mvs.data import augment
-from keras_mvs.data import formats
-from keras_mvs.data import scene as scene_lib
+from keras_mvs.data import folders
+from keras_mvs.data import transforms
+from keras_mvs.data import view_tuples
+from keras_mvs.models.cas_mvsnet import SIZE_MULTIPLE
 
 _LOG = logging.getLogger(__name__)
 
-# The reference loaders keep the first 10 pair.txt candidates.
-MAX_CANDIDATES = 10
-# The cascade downsamples by 4 and its 3-D U-Net by 8 more: H and W must be
-# multiples of 32.
-SIZE_MULTIPLE = 32
 BRANCHES = ("regular", "icc", "scc")
 
-PathLike = Union[str, os.PathLike]
-
-
-# === Scene dicts from folders ===
-
-
-def _nearest_rows_cols(height: int, width: int, new_height: int,
-                       new_width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices floor(i * H / H') of an OpenCV-style nearest resize."""
-    rows = (np.arange(new_height) * height) // new_height
-    cols = (np.arange(new_width) * width) // new_width
-    return rows, cols
-
-
-def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize with half-pixel centres (cv2.INTER_LINEAR), uint8."""
-    resized = tf.image.resize(image.astype(np.float32), (height, width),
-                              method="bilinear", antialias=False).numpy()
-    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
-
-
-class _FolderScene:
-    """Reads one MVSNet folder into a scene dict (numpy), recording problems."""
-
-    def __init__(self, root: PathLike):
-        self.scene = scene_lib.MVSScene(root)
-        self.name = self.scene.name
-        # MVSScene drops views that lack an image or a cam; the pipeline must
-        # report those, so the pair file is read again as written.
-        self.file_pairs = formats.read_pair_file(
-            pathlib.Path(root) / "pair.txt")
-        listed = {ref for ref, _ in self.file_pairs}
-        for _, sources in self.file_pairs:
-            listed.update(view for view, _ in sources)
-        self.view_ids = sorted(listed | set(self.scene.view_ids))
-        root = pathlib.Path(root)
-        self.has_depths = any((root / "depths").glob("*.pfm"))
-        self.has_masks = any((root / "masks").glob("*.png"))
-
-    def _missing(self, view_id: int) -> str:
-        """Problem text of a view MVSScene dropped (no image or no cam)."""
-        root = self.scene.root
-        lacks = []
-        if not any(path.suffix.lower() in (".jpg", ".jpeg", ".png")
-                   for folder in ("images", "images_post")
-                   for path in (root / folder).glob(f"{view_id:08d}.*")):
-            lacks.append(f"image images/{view_id:08d}.jpg|png")
-        if not (root / "cams" / f"{view_id:08d}_cam.txt").is_file():
-            lacks.append(f"camera file cams/{view_id:08d}_cam.txt")
-        return f"view {view_id}: missing {' and '.join(lacks)}"
-
-    def load(self, height: Optional[int], width: Optional[int],
-             with_depths: bool, with_masks: bool, num_depths: int,
-             interval_scale: float) -> dict:
-        available = set(self.scene.view_ids)
-        own_size = height is None
-        if own_size:
-            height, width = self.scene.image_size(self.scene.view_ids[0])
-        count = len(self.view_ids)
-        out = {
-            "images": np.zeros((count, height, width, 3), np.uint8),
-            "intrinsics": np.tile(np.eye(3, dtype=np.float32), (count, 1, 1)),
-            "cam_from_world": np.tile(np.eye(4, dtype=np.float32),
-                                      (count, 1, 1)),
-            "depth_range": np.tile(np.float32([1.0, 2.0]), (count, 1)),
-        }
-        if with_depths:
-            out["depths"] = np.zeros((count, height, width), np.float32)
-        if with_masks:
-            out["masks"] = np.zeros((count, height, width), np.float32)
-        problems = [""] * count
-        for index, view_id in enumerate(self.view_ids):
-            if view_id not in available:
-                problems[index] = self._missing(view_id)
-                continue
-            try:
-                view_size = self.scene.image_size(view_id)
-                if own_size and view_size != (height, width):
-                    _LOG.warning(
-                        "scene %s, view %d: image is %dx%d, the first view's "
-                        "%dx%d; resizing it and its intrinsics to match",
-                        self.name, view_id, *view_size, height, width)
-                problems[index] = self._load_view(
-                    out, index, view_id, height, width, num_depths,
-                    interval_scale)
-            except (formats.FormatError, ValueError, OSError) as error:
-                problems[index] = f"view {view_id}: {error}"
-        index_of = {view: i for i, view in enumerate(self.view_ids)}
-        pairs = np.full((count, MAX_CANDIDATES), -1, np.int32)
-        for ref, sources in self.file_pairs:
-            row = [index_of[view] for view, _ in sources[:MAX_CANDIDATES]]
-            pairs[index_of[ref], :len(row)] = row
-        out.update(pairs=pairs, name=self.name,
-                   view_ids=np.int32(self.view_ids),
-                   problems=problems)
-        return out
-
-    def _load_view(self, out: dict, index: int, view_id: int, height: int,
-                   width: int, num_depths: int, interval_scale: float) -> str:
-        """Fills row `index` of `out`; returns a problem text or ''."""
-        camera = self.scene.camera(view_id)
-        image = self.scene.image(view_id)
-        image_height, image_width = image.shape[:2]
-        if (image_height, image_width) != (height, width):
-            image = _resize_image(image, height, width)
-        scale_x, scale_y = width / image_width, height / image_height
-        out["images"][index] = image
-        out["intrinsics"][index] = geometry.scale_intrinsics(
-            camera.intrinsics, scale_x, scale_y).numpy()
-        out["cam_from_world"][index] = camera.cam_from_world
-        first, last = camera.depth_range(num_depths, interval_scale)
-        out["depth_range"][index] = (first, last)
-        rows, cols = _nearest_rows_cols(image_height, image_width, height,
-                                        width)
-        problem = _camera_problem(camera, first, last)
-        if problem:
-            return f"view {view_id}: cams/{view_id:08d}_cam.txt {problem}"
-        for key, read, suffix in (("depths", self.scene.depth, "pfm"),
-                                  ("masks", self.scene.mask, "png")):
-            if key not in out:
-                continue
-            values = read(view_id)
-            path = f"{key}/{view_id:08d}.{suffix}"
-            if values is None:
-                return f"view {view_id}: {path} is missing"
-            if not np.isfinite(values).all():
-                return f"view {view_id}: {path} has non-finite values"
-            out[key][index] = values[rows[:, None], cols]
-        return ""
-
-
-def _camera_problem(camera: formats.Camera, first: float,
-                    last: float) -> str:
-    """What is wrong with a camera and its depth range `(first, last)` for
-    the pipeline, as text after the cam file's name; '' when nothing."""
-    if not (np.isfinite(camera.intrinsics).all()
-            and np.isfinite(camera.cam_from_world).all()):
-        return "has non-finite values"
-    if not (np.isfinite([first, last]).all() and 0 < first < last):
-        return (f"gives the depth range ({first:g}, {last:g}); expected "
-                "0 < first < last")
-    return ""
-
-
-def scene_dicts_from_folders(
-    dirs: Sequence[PathLike],
-    height: Optional[int] = None,
-    width: Optional[int] = None,
-    *,
-    num_depths: int = 192,
-    interval_scale: float = 1.06,
-) -> tf.data.Dataset:
-    """Scene dicts (see the module docstring) read from MVSNet-layout folders.
-
-    Each folder is read with `keras_mvs.data.scene.MVSScene` when the dataset
-    is iterated (once per epoch, in order; `make_dataset` shuffles). Views
-    named in pair.txt but lacking an image or a camera are kept with a
-    problem text, so that tuples using them raise or are skipped downstream
-    rather than silently changing the view selection.
-
-    Resizing: with `height` and `width` every view is resized to that size;
-    otherwise to the size of the scene's first view (views of another size
-    are resized to it). Images are resized bilinearly with half-pixel
-    centres (cv2.INTER_LINEAR, as the reference test loaders), intrinsics
-    rows 0 and 1 scaled by width / W and height / H with
-    `geometry.scale_intrinsics` (no half-pixel shift, ALGORITHMS.md 1.8).
-    Depth and mask are resized by nearest neighbour taking source index
-    floor(i * H / H') (cv2.INTER_NEAREST, ALGORITHMS.md 9 item 24): for an
-    integer factor f that is exactly the top-left sample `x[::f, ::f]`; for a
-    non-integer factor it is the sample whose block contains the top-left
-    corner, never an interpolated depth.
-
-    Depths and masks are included when every folder has `depths/*.pfm`
-    (respectively `masks/*.png`); a view without one is then a bad view.
-
-    Args:
-        dirs: scene folders (images/, cams/, pair.txt, optional depths/,
-            masks/).
-        height: output image height in pixels, or None (see above).
-        width: output image width in pixels, or None.
-        num_depths: N0 used to turn cam depth lines into a range
-            (`Camera.depth_range`).
-        interval_scale: interval multiplier of the depth line (1.06).
-
-    Returns:
-        A dataset of scene dicts with `name`, `view_ids` and `problems`.
-
-    Raises:
-        FileNotFoundError / FormatError: a folder lacks cams/, images/ or
-            pair.txt, or pair.txt is malformed (at construction).
-        ValueError: `dirs` is empty, or only one of height/width is given.
-    """
-    dirs = [pathlib.Path(d) for d in dirs]
-    if not dirs:
-        raise ValueError("scene_dicts_from_folders needs at least one folder")
-    if (height is None) != (width is None):
-        raise ValueError(
-            "scene_dicts_from_folders needs both height and width or neither; "
-            f"received height={height}, width={width}")
-    if height is not None and (height <= 0 or width <= 0):
-        raise ValueError(
-            f"scene_dicts_from_folders needs a positive size; received "
-            f"{height}x{width}")
-    # Opening a scene only indexes its folder; doing it now reports
-    # structural errors before training starts.
-    folders = [_FolderScene(d) for d in dirs]
-    with_depths = all(f.has_depths for f in folders)
-    with_masks = all(f.has_masks for f in folders)
-    for kind, flag, attr in (("depths/*.pfm", with_depths, "has_depths"),
-                             ("masks/*.png", with_masks, "has_masks")):
-        having = [f.name for f in folders if getattr(f, attr)]
-        if having and not flag:
-            lacking = [f.name for f in folders if not getattr(f, attr)]
-            _LOG.warning(
-                "%s ignored: scenes %s have none (scenes with them: %s)",
-                kind, lacking, having)
-
-    def generate():
-        for folder in folders:
-            yield folder.load(height, width, with_depths, with_masks,
-                              num_depths, interval_scale)
-
-    spatial = (height, width)
-    signature = {
-        "images": tf.TensorSpec((None, *spatial, 3), tf.uint8),
-        "intrinsics": tf.TensorSpec((None, 3, 3), tf.float32),
-        "cam_from_world": tf.TensorSpec((None, 4, 4), tf.float32),
-        "depth_range": tf.TensorSpec((None, 2), tf.float32),
-        "pairs": tf.TensorSpec((None, MAX_CANDIDATES), tf.int32),
-        "name": tf.TensorSpec((), tf.string),
-        "view_ids": tf.TensorSpec((None,), tf.int32),
-        "problems": tf.TensorSpec((None,), tf.string),
-    }
-    if with_depths:
-        signature["depths"] = tf.TensorSpec((None, *spatial), tf.float32)
-    if with_masks:
-        signature["masks"] = tf.TensorSpec((None, *spatial), tf.float32)
-    dataset = tf.data.Dataset.from_generator(generate,
-                                             output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(len(dirs)))
-
-
-def check_folders(dirs: Sequence[PathLike], num_views: int = 2,
-                  num_depths: int = 192, interval_scale: float = 1.06,
-                  require_depth: bool = False) -> None:
-    """Reads every camera and image header of the scenes before training.
-
-    A malformed cam file, an unreadable image or a bad depth range would
-    otherwise surface inside the input pipeline after the first steps, and
-    a folder whose views never see each other would leave the pipeline
-    looking for a view tuple forever. This reads what is cheap to read
-    (cam files, pair.txt, image headers, not the pixels) and raises one
-    error listing what is wrong.
-
-    Args:
-        dirs: scene folders.
-        num_views: views per tuple (the reference and num_views - 1
-            sources; sources are repeated when a reference has fewer).
-        num_depths, interval_scale: as `scene_dicts_from_folders`.
-        require_depth: every usable view needs `depths/ID.pfm`.
-
-    Raises:
-        FileNotFoundError / FormatError: a folder lacks cams/, images/ or
-            pair.txt, or pair.txt is malformed.
-        ValueError: bad files (each named with what was expected), or no
-            reference view with a source view in any scene.
-    """
-    if num_views < 2:
-        raise ValueError(f"num_views must be at least 2; received {num_views}")
-    problems, usable = [], 0
-    for folder in dirs:
-        scene = scene_lib.MVSScene(folder)
-        good = set()
-        for view_id in scene.view_ids:
-            try:
-                camera = scene.camera(view_id)
-                scene.image_size(view_id)
-                problem = _camera_problem(
-                    camera, *camera.depth_range(num_depths, interval_scale))
-                if problem:
-                    raise ValueError(
-                        f"{scene.root / 'cams' / f'{view_id:08d}_cam.txt'} "
-                        f"{problem}")
-                if require_depth and not (
-                        scene.root / "depths" / f"{view_id:08d}.pfm"
-                ).is_file():
-                    raise ValueError(
-                        f"{scene.root / 'depths' / f'{view_id:08d}.pfm'}: "
-                        "missing (this objective trains on ground-truth "
-                        "depth)")
-                good.add(view_id)
-            except (formats.FormatError, ValueError, OSError) as error:
-                problems.append(str(error))
-        usable += sum(1 for ref, sources in scene.pairs
-                      if ref in good and any(s in good for s, _ in sources))
-    if problems:
-        shown = "; ".join(problems[:5])
-        more = (f" (and {len(problems) - 5} more)" if len(problems) > 5
-                else "")
-        raise ValueError(f"{len(problems)} bad view(s): {shown}{more}. Fix "
-                         "or remove these files.")
-    if not usable:
-        raise ValueError(
-            f"no view of {', '.join(str(d) for d in dirs)} has a source view "
-            "it sees (pair.txt): training needs scenes with at least 2 "
-            "views that overlap.")
-
-
-# === View selection ===
-
-
-def candidate_lists(pairs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Compacts each pairs row to its valid candidates, in order.
-
-    A candidate is valid when it is in [0, N), differs from its row's view
-    and does not repeat an earlier entry of the row.
-
-    Args:
-        pairs: `[N, M]` int32 candidate indices, -1 padded.
-
-    Returns:
-        `(candidates [N, M] int32, counts [N] int32)`: row i holds view i's
-        valid candidates first (order kept), then -1.
-    """
-    pairs = tf.convert_to_tensor(pairs, tf.int32)
-    count, width = tf.shape(pairs)[0], tf.shape(pairs)[1]
-    own = tf.range(count)[:, tf.newaxis]
-    same = tf.equal(pairs[:, :, tf.newaxis], pairs[:, tf.newaxis, :])
-    earlier = tf.linalg.band_part(tf.ones([width, width], tf.bool), -1, 0)
-    earlier = tf.logical_and(earlier, tf.logical_not(tf.eye(width,
-                                                            dtype=tf.bool)))
-    repeated = tf.reduce_any(tf.logical_and(same, earlier), axis=-1)
-    valid = ((pairs >= 0) & (pairs < count) & (pairs != own)
-             & tf.logical_not(repeated))
-    # Stable sort on "invalid" moves valid entries to the front in order.
-    order = tf.argsort(tf.cast(tf.logical_not(valid), tf.int32), axis=-1,
-                       stable=True)
-    candidates = tf.where(tf.gather(valid, order, batch_dims=1),
-                          tf.gather(pairs, order, batch_dims=1), -1)
-    return candidates, tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1)
-
-
-def _pad_sources(sources: tf.Tensor, counts: tf.Tensor,
-                 num_sources: int) -> tf.Tensor:
-    """Replaces entries at positions >= count by the first source."""
-    positions = tf.range(num_sources)
-    return tf.where(positions < counts[..., tf.newaxis], sources,
-                    sources[..., :1])
-
-
-def reference_tuples(pairs: tf.Tensor,
-                     num_views: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Regular view tuples: every view with a candidate, with its top sources.
-
-    Args:
-        pairs: `[N, M]` int32 candidate indices, -1 padded.
-        num_views: V >= 2, reference included.
-
-    Returns:
-        `(refs [R] int32, views [R, V] int32)`: view indices, reference
-        first, then the first V - 1 valid candidates, padded by repeating
-        the first source.
-    """
-    return _regular_tuples(*candidate_lists(pairs), num_views)
-
-
-def _regular_tuples(candidates: tf.Tensor, counts: tf.Tensor,
-                    num_views: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """`reference_tuples` from the output of `candidate_lists`."""
-    refs = tf.cast(tf.where(counts > 0)[:, 0], tf.int32)
-    num_sources = num_views - 1
-    # Rows may be narrower than V - 1; pad with -1 before slicing.
-    candidates = tf.pad(candidates, [[0, 0], [0, num_sources]],
-                        constant_values=-1)
-    sources = _pad_sources(tf.gather(candidates, refs)[:, :num_sources],
-                           tf.gather(counts, refs), num_sources)
-    views = tf.concat([refs[:, tf.newaxis], sources], axis=1)
-    return refs, tf.ensure_shape(views, [None, num_views])
-
-
-def random_source_views(ref: tf.Tensor, candidates: tf.Tensor,
-                        count: tf.Tensor, num_views: int,
-                        seed: tf.Tensor) -> tf.Tensor:
-    """SCC tuple: the reference plus V - 1 random candidates, no repeats.
-
-    Args:
-        ref: scalar int32 reference index.
-        candidates: `[M]` int32, the reference's valid candidates first
-            (`candidate_lists`), then -1.
-        count: scalar int32, number of valid candidates (>= 1).
-        num_views: V >= 2.
-        seed: `[2]` int64 stateless seed.
-
-    Returns:
-        `[V]` int32 view indices, reference first. With fewer than V - 1
-        candidates all are used and the first drawn one repeats.
-    """
-    num_sources = num_views - 1
-    width = tf.shape(candidates)[0]
-    keys = tf.random.stateless_uniform([width], seed)
-    # Invalid slots get keys above every valid one, so they sort last.
-    keys = tf.where(tf.range(width) < count, keys, 2.0)
-    drawn = tf.gather(candidates, tf.argsort(keys))
-    drawn = tf.pad(drawn, [[0, num_sources]], constant_values=-1)
-    sources = _pad_sources(drawn[:num_sources], count, num_sources)
-    return tf.ensure_shape(tf.concat([[ref], sources], axis=0), [num_views])
-
-
-# === Crop ===
-
-
-def crop_intrinsics(intrinsics: tf.Tensor, offset_y: tf.Tensor,
-                    offset_x: tf.Tensor) -> tf.Tensor:
-    """Intrinsics of a crop whose top-left pixel is (offset_y, offset_x).
-
-    Pixel (i, j) of the crop is pixel (i + offset_y, j + offset_x) of the
-    image, so the principal point moves by minus the offset; focal lengths
-    are unchanged.
-
-    Args:
-        intrinsics: `[..., 3, 3]` float32, pixels of the uncropped image.
-        offset_y: scalar, rows removed at the top.
-        offset_x: scalar, columns removed at the left.
-
-    Returns:
-        `[..., 3, 3]` float32 intrinsics of the crop.
-    """
-    intrinsics = tf.convert_to_tensor(intrinsics, tf.float32)
-    shift = tf.stack([tf.cast(offset_x, tf.float32),
-                      tf.cast(offset_y, tf.float32), 0.0])
-    # Subtracting shift * K[2, :] from rows 0 and 1 is exact for any K whose
-    # last row is (0, 0, 1).
-    row_shift = tf.concat([shift[:2, tf.newaxis] * intrinsics[..., 2:3, :],
-                           tf.zeros_like(intrinsics[..., 2:3, :])], axis=-2)
-    return intrinsics - row_shift
-
-
-def _crop_offset(height: tf.Tensor, width: tf.Tensor, crop: tuple[int, int],
-                 seed: Optional[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-    """Random (seeded) or centre crop offset."""
-    spare_y, spare_x = height - crop[0], width - crop[1]
-    if seed is None:
-        return spare_y // 2, spare_x // 2
-    seeds = tf.random.experimental.stateless_split(seed, num=2)
-    offset_y = tf.random.stateless_uniform(
-        [], seeds[0], minval=0, maxval=spare_y + 1, dtype=tf.int32)
-    offset_x = tf.random.stateless_uniform(
-        [], seeds[1], minval=0, maxval=spare_x + 1, dtype=tf.int32)
-    return offset_y, offset_x
+# Reading folders is `keras_mvs.data.folders`; these names stay importable
+# from here, where the entry points have always found them.
+check_folders = folders.check_folders
+scene_dicts_from_folders = folders.scene_dicts_from_folders
 
 
 # === Per-scene assembly ===
@@ -681,8 +228,9 @@ def _scene_examples(
     """One scene visit -> dataset of uint8 view tuples, one per reference."""
     scene = _complete_scene(scene_index, scene)
     size_check = _check_size(scene, crop)
-    candidates, counts = candidate_lists(scene["pairs"])
-    refs, views = _regular_tuples(candidates, counts, num_views)
+    candidates, counts = view_tuples.candidate_lists(scene["pairs"])
+    refs, views = view_tuples.regular_tuples(candidates, counts,
+                                              num_views)
     used = views
     if with_scc:
         used = tf.concat([views, tf.gather(candidates, refs)], axis=1)
@@ -717,7 +265,7 @@ def _scene_examples(
         elif "masks" in scene:
             out["mask"] = scene["masks"][ref]
         if with_scc:
-            scc_views = random_source_views(
+            scc_views = view_tuples.random_source_views(
                 ref, candidates[ref], counts[ref], num_views,
                 tf.random.experimental.stateless_fold_in(example_seed, 1))
             out["scc_images"] = tf.gather(scene["images"], scc_views)
@@ -728,44 +276,6 @@ def _scene_examples(
 
     return tf.data.Dataset.from_tensor_slices(good).map(
         _no_autograph(example))
-
-
-def _finish_example(example: dict, *, crop: Optional[tuple[int, int]],
-                    random_crop: bool, with_icc: bool,
-                    keep: Sequence[str]) -> dict:
-    """Crop, float conversion and ICC augmentation of one view tuple."""
-    example = dict(example)
-    image_keys = [k for k in ("images", "scc_images") if k in example]
-    if crop is not None:
-        shape = tf.shape(example["images"])
-        crop_seed = (tf.random.experimental.stateless_fold_in(
-            example["seed"], 2) if random_crop else None)
-        top, left = _crop_offset(shape[1], shape[2], crop, crop_seed)
-        for key in image_keys:
-            example[key] = example[key][:, top:top + crop[0],
-                                        left:left + crop[1]]
-        for key in ("depth", "mask"):
-            if key in example:
-                example[key] = example[key][top:top + crop[0],
-                                            left:left + crop[1]]
-        for key in ("intrinsics", "scc_intrinsics"):
-            if key in example:
-                example[key] = crop_intrinsics(example[key], top, left)
-    for key in image_keys:
-        example[key] = tf.image.convert_image_dtype(example[key], tf.float32)
-    if with_icc:
-        example["icc_images"] = augment.augment_views(
-            example["images"],
-            tf.random.experimental.stateless_fold_in(example["seed"], 3))
-    if crop is not None:
-        for key in image_keys + ["icc_images"]:
-            if key in example:
-                example[key] = tf.ensure_shape(
-                    example[key], [None, crop[0], crop[1], 3])
-        for key in ("depth", "mask"):
-            if key in example:
-                example[key] = tf.ensure_shape(example[key], crop)
-    return {k: v for k, v in example.items() if k in keep}
 
 
 def _check_arguments(num_views: int, batch_size: int,
@@ -904,7 +414,7 @@ def make_dataset(
         dataset = dataset.shuffle(shuffle_buffer, seed=seed,
                                   reshuffle_each_iteration=True)
     dataset = dataset.map(
-        _no_autograph(lambda example: _finish_example(
+        _no_autograph(lambda example: transforms.finish_example(
             example, crop=crop, random_crop=training, with_icc=with_icc,
             keep=keep)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -942,7 +452,7 @@ def make_eval_dataset(
                       shuffle=False, repeat=False, crop=crop,
                       skip_bad=skip_bad, scene_cycle=1)
     dataset = dataset.map(
-        _no_autograph(lambda example: _finish_example(
+        _no_autograph(lambda example: transforms.finish_example(
             example, crop=crop, random_crop=False, with_icc=False,
             keep=keep)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

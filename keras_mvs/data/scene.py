@@ -14,6 +14,9 @@ milliseconds; an image is decoded only when asked for) and absorbs the
 real-world variants of DESIGN.md 7: views missing their image or cam,
 pair files that disagree with the folder, intrinsics written for another
 image size, grayscale or RGBA photos.
+
+The module stays a little over ~500 lines as one job: it is the `MVSScene`
+class, and most of its length is the handling of those variants.
 """
 
 import dataclasses
@@ -24,10 +27,10 @@ import re
 import warnings
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from keras_mvs.data import formats
+from keras_mvs.data import transforms
 
 # File names: group 1 is the view id; for images, group 2 the suffix, whose
 # position in _IMAGE_SUFFIXES decides between 00000001.jpg and .png.
@@ -454,10 +457,11 @@ class MVSScene:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A view's image and camera at a given size, ready for the network.
 
-        The image is resized bilinearly with half-pixel centres and no
-        antialiasing, as cv2.INTER_LINEAR does in the reference loaders;
-        K rows 0 and 1 are multiplied by `width / W` and `height / H`
-        (ALGORITHMS.md 1.8.1; the factors may differ).
+        Image and K are resized together by `transforms.resize_view`:
+        bilinearly with half-pixel centres and no antialiasing, as
+        cv2.INTER_LINEAR does in the reference loaders; K rows 0 and 1
+        multiplied by `width / W` and `height / H` (ALGORITHMS.md 1.8.1; the
+        factors may differ).
 
         Args:
             view_id: the view.
@@ -476,15 +480,9 @@ class MVSScene:
             raise ValueError(
                 f"load_view needs a positive size; received {height}x{width}")
         camera = self.camera(view_id)
-        pixels = image.astype(np.float32) / 255.0
-        if (height, width) != (original_height, original_width):
-            pixels = tf.image.resize(
-                pixels, (height, width), method="bilinear",
-                antialias=False).numpy()
-            pixels = np.clip(pixels, 0.0, 1.0)
-        intrinsics = camera.intrinsics.copy()
-        intrinsics[0] *= width / original_width
-        intrinsics[1] *= height / original_height
+        pixels, intrinsics = transforms.resize_view(
+            image.astype(np.float32) / 255.0, camera.intrinsics, height,
+            width)
         return pixels, intrinsics, camera.cam_from_world.copy()
 
     def __repr__(self) -> str:

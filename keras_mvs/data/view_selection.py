@@ -1,17 +1,23 @@
-"""The MVSNet view-selection score (ALGORITHMS.md 1.1), one implementation.
+"""MVSNet view selection (ALGORITHMS.md 1.1), one implementation: the pair
+scores and the choice of each view's source views from them.
 
 Used by the COLMAP conversion (sparse tracks) and the synthetic renderer
 (dense visibility of surface samples): score(i, j) sums, over the points seen
 by both views, the piecewise Gaussian G(theta) = exp(-(theta - 5)^2 /
 (2 sigma^2)) of the triangulation angle theta in degrees, with sigma = 1 for
-theta <= 5 and 10 above.
+theta <= 5 and 10 above; `select_pairs` keeps each view's best-scored
+sources, the pair.txt list.
 """
 
 import numpy as np
 
+from keras_mvs.data import formats
+
 THETA0_DEG = 5.0
 SIGMA_BELOW_DEG = 1.0
 SIGMA_ABOVE_DEG = 10.0
+# Sources listed per view in pair.txt (the MVSNet convention).
+NUM_SOURCES = 10
 
 
 def view_selection_scores(
@@ -70,3 +76,29 @@ def scores_from_visibility(points: np.ndarray, visible: np.ndarray,
     point_index, view_index = np.nonzero(visible)
     return view_selection_scores(points, point_index, view_index,
                                  camera_centres)
+
+
+def select_pairs(scores: np.ndarray, num_sources: int = NUM_SOURCES, *,
+                 positive_only: bool) -> formats.Pairs:
+    """Each view's best sources by score, the content of pair.txt.
+
+    Args:
+        scores: `[V, V]` pair scores (`view_selection_scores`).
+        num_sources: sources kept per view (fewer when fewer qualify).
+        positive_only: drop views that share no scored point (score 0),
+            as the COLMAP conversion does; otherwise every other view may
+            fill the list (the synthetic renderer always lists
+            `num_sources`, as MVSNet's pair files do).
+
+    Returns:
+        `[(ref_id, [(src_id, score), ...]), ...]` for ref_id 0..V-1, sources
+        best first, ties broken by the lower id.
+    """
+    pairs = []
+    for ref, row in enumerate(scores):
+        order = np.lexsort((np.arange(len(row)), -row))
+        sources = [int(view) for view in order
+                   if view != ref and (row[view] > 0 or not positive_only)]
+        pairs.append((ref, [(view, float(row[view]))
+                            for view in sources[:num_sources]]))
+    return pairs

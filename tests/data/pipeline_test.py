@@ -1,4 +1,5 @@
-"""Tests for keras_mvs.data.pipeline (view tuples, crop, SCC/ICC, bad data)."""
+"""Tests for keras_mvs.data.pipeline and keras_mvs.data.folders: folder
+scenes to batches, crop, SCC/ICC, bad data."""
 
 import logging
 import pathlib
@@ -8,6 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from keras_mvs.data import folders
 from keras_mvs.data import formats
 from keras_mvs.data import pipeline
 
@@ -67,77 +69,11 @@ def scene_dir(tmp_path_factory):
     return _write_scene(tmp_path_factory.mktemp("scenes"), "tiny")
 
 
-# === View selection ===
-
-
-def test_reference_tuples_take_top_sources_and_pad():
-    pairs = tf.constant([
-        [1, 2, 3, 4, -1],    # enough candidates
-        [0, -1, -1, -1, -1],  # one candidate: padded with it
-        [-1, -1, -1, -1, -1],  # no candidate: not a reference
-        [3, 7, 0, 0, 1],     # self, out of range and a repeat are dropped
-        [-1, 2, -1, 0, -1],  # padding in the middle
-    ], tf.int32)
-    refs, views = pipeline.reference_tuples(pairs, num_views=4)
-    np.testing.assert_array_equal(refs, [0, 1, 3, 4])
-    np.testing.assert_array_equal(
-        views, [[0, 1, 2, 3], [1, 0, 0, 0], [3, 0, 1, 0], [4, 2, 0, 2]])
-    candidates, counts = pipeline.candidate_lists(pairs)
-    np.testing.assert_array_equal(counts, [4, 1, 0, 2, 2])
-    np.testing.assert_array_equal(candidates[3], [0, 1, -1, -1, -1])
-
-
-def test_random_source_views_draw_from_candidates_without_repeats():
-    candidates = tf.constant([4, 9, 2, 7, 5, 1, -1, -1], tf.int32)
-    draw_views = tf.function(lambda seed: pipeline.random_source_views(
-        tf.constant(3), candidates, tf.constant(6), 5, seed))
-    seen = np.zeros(10)
-    for draw in range(300):
-        views = draw_views(tf.constant([draw, 11], tf.int64)).numpy()
-        assert views[0] == 3
-        assert set(views[1:]) <= {4, 9, 2, 7, 5, 1}
-        assert len(set(views[1:])) == 4
-        seen[views[1:]] += 1
-    # Each of the 6 candidates is drawn 4/6 of the time.
-    np.testing.assert_allclose(seen[[4, 9, 2, 7, 5, 1]] / 300, 4 / 6,
-                               atol=0.1)
-    # Fewer candidates than sources: all used, the first drawn repeats.
-    views = pipeline.random_source_views(
-        tf.constant(0), tf.constant([6, 8, -1], tf.int32), tf.constant(2), 5,
-        tf.constant([1, 2], tf.int64)).numpy()
-    assert views[0] == 0 and set(views[1:3]) == {6, 8}
-    np.testing.assert_array_equal(views[3:], [views[1]] * 2)
-    again = pipeline.random_source_views(
-        tf.constant(3), candidates, tf.constant(6), 5,
-        tf.constant([7, 11], tf.int64))
-    np.testing.assert_array_equal(
-        again, pipeline.random_source_views(
-            tf.constant(3), candidates, tf.constant(6), 5,
-            tf.constant([7, 11], tf.int64)))
-
-
-# === Crop arithmetic ===
-
-
-def test_crop_intrinsics_shift_the_principal_point():
-    intrinsics = np.array([[500.0, 0.5, 320.0], [0, 480.0, 256.0], [0, 0, 1]],
-                          np.float32)
-    cropped = pipeline.crop_intrinsics(intrinsics, 44, 80).numpy()
-    np.testing.assert_allclose(
-        cropped, [[500.0, 0.5, 240.0], [0, 480.0, 212.0], [0, 0, 1]])
-    # A point projecting to (u, v) in the image projects to (u - 80, v - 44)
-    # in the crop.
-    point = np.array([0.3, -0.2, 2.0], np.float32)
-    full, crop = intrinsics @ point, cropped @ point
-    np.testing.assert_allclose(crop[:2] / crop[2],
-                               full[:2] / full[2] - [80, 44], rtol=1e-6)
-
-
 # === Folder scenes to batches ===
 
 
 def test_folder_batches_follow_the_contract(scene_dir):
-    scenes = pipeline.scene_dicts_from_folders([scene_dir])
+    scenes = folders.scene_dicts_from_folders([scene_dir])
     dataset = pipeline.make_dataset(
         scenes, num_views=3, batch_size=2, seed=5, crop=(32, 32),
         shuffle=False, repeat=False)
@@ -183,7 +119,7 @@ def test_folder_batches_follow_the_contract(scene_dir):
 
 
 def test_random_crop_varies_and_eval_centres(scene_dir):
-    scenes = pipeline.scene_dicts_from_folders([scene_dir])
+    scenes = folders.scene_dicts_from_folders([scene_dir])
     dataset = pipeline.make_dataset(
         scenes, num_views=2, batch_size=6, seed=1, crop=(32, 32),
         shuffle=False, repeat=False)
@@ -207,7 +143,7 @@ def test_random_crop_varies_and_eval_centres(scene_dir):
 
 def test_same_seed_same_batches(scene_dir, tmp_path):
     other = _write_scene(tmp_path, "other", num_views=5)
-    scenes = pipeline.scene_dicts_from_folders([scene_dir, other])
+    scenes = folders.scene_dicts_from_folders([scene_dir, other])
 
     def first_batches(seed, branches=("regular", "icc", "scc")):
         dataset = pipeline.make_dataset(
@@ -225,7 +161,7 @@ def test_same_seed_same_batches(scene_dir, tmp_path):
 
 
 def test_scc_and_icc_views(scene_dir):
-    scenes = pipeline.scene_dicts_from_folders([scene_dir])
+    scenes = folders.scene_dicts_from_folders([scene_dir])
     dataset = pipeline.make_dataset(
         scenes, num_views=4, batch_size=6, seed=9, crop=(32, 64),
         branches=("regular", "icc", "scc"), repeat=False)
@@ -247,7 +183,7 @@ def test_scc_and_icc_views(scene_dir):
 
 def test_resize_scales_intrinsics_and_subsamples_depth(tmp_path):
     root = _write_scene(tmp_path, "big", num_views=3, height=64, width=128)
-    scenes = pipeline.scene_dicts_from_folders([root], height=32, width=64)
+    scenes = folders.scene_dicts_from_folders([root], height=32, width=64)
     scene = next(scenes.as_numpy_iterator())
     assert scene["images"].shape == (3, 32, 64, 3)
     np.testing.assert_allclose(
@@ -258,7 +194,7 @@ def test_resize_scales_intrinsics_and_subsamples_depth(tmp_path):
     np.testing.assert_array_equal(scene["view_ids"], [0, 1, 2])
     assert list(scene["problems"]) == [b""] * 3
     # Non-integer factor: nearest with source index floor(i * H / H').
-    scenes = pipeline.scene_dicts_from_folders([root], height=24, width=96)
+    scenes = folders.scene_dicts_from_folders([root], height=24, width=96)
     scene = next(scenes.as_numpy_iterator())
     rows, cols = (np.arange(24) * 64) // 24, (np.arange(96) * 128) // 96
     np.testing.assert_allclose(scene["depths"][0],
@@ -277,7 +213,7 @@ def _corrupt_depth(scene: pathlib.Path, view: int) -> None:
 def test_bad_view_stops_with_scene_and_view(tmp_path):
     root = _write_scene(tmp_path, "broken", num_views=4)
     _corrupt_depth(root, 2)
-    scenes = pipeline.scene_dicts_from_folders([root])
+    scenes = folders.scene_dicts_from_folders([root])
     dataset = pipeline.make_dataset(scenes, num_views=2, batch_size=1, seed=0,
                                     repeat=False, shuffle=False)
     with pytest.raises(tf.errors.InvalidArgumentError,
@@ -300,7 +236,7 @@ def test_bad_data_kinds_are_named(tmp_path, damage, expected):
     if damage == "missing_image":
         (root / "images" / "00000003.png").unlink()
         with pytest.warns(UserWarning, match="3 \\(no image\\)"):
-            scenes = pipeline.scene_dicts_from_folders([root])
+            scenes = folders.scene_dicts_from_folders([root])
     elif damage == "inverted_range":
         cam = root / "cams" / "00000003_cam.txt"
         cam.write_text(cam.read_text().replace("425.0 2.5", "425.0 -2.5"))
@@ -309,7 +245,7 @@ def test_bad_data_kinds_are_named(tmp_path, damage, expected):
         depth[5, 5] = np.nan
         formats.write_pfm(root / "depths" / "00000003.pfm", depth)
     if damage != "missing_image":
-        scenes = pipeline.scene_dicts_from_folders([root])
+        scenes = folders.scene_dicts_from_folders([root])
     dataset = pipeline.make_eval_dataset(scenes, 3)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"scene scan: reference view 2 uses " + expected):
@@ -319,7 +255,7 @@ def test_bad_data_kinds_are_named(tmp_path, damage, expected):
 def test_skip_bad_counts_skipped_tuples(tmp_path, caplog):
     root = _write_scene(tmp_path, "broken", num_views=5)
     _corrupt_depth(root, 4)
-    scenes = pipeline.scene_dicts_from_folders([root])
+    scenes = folders.scene_dicts_from_folders([root])
     dataset = pipeline.make_dataset(
         scenes, num_views=3, batch_size=1, seed=0, repeat=False,
         shuffle=False, skip_bad=True)
@@ -362,7 +298,7 @@ def test_in_memory_scene_dict_checks(tmp_path):
 
 def test_size_must_be_a_multiple_of_32(tmp_path):
     root = _write_scene(tmp_path, "odd", num_views=3, height=40, width=64)
-    scenes = pipeline.scene_dicts_from_folders([root])
+    scenes = folders.scene_dicts_from_folders([root])
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"scene odd: images are 40x64; height and "
                              "width must be multiples of 32"):
@@ -393,8 +329,8 @@ def test_odd_sized_view_is_resized_with_a_warning(tmp_path, caplog):
                       _depth_codes(1, 64, 128))
     Image.fromarray(np.full((64, 128), 255, np.uint8)).save(
         root / "masks" / "00000001.png")
-    with caplog.at_level(logging.WARNING, logger="keras_mvs.data.pipeline"):
-        scene = next(pipeline.scene_dicts_from_folders([root])
+    with caplog.at_level(logging.WARNING, logger="keras_mvs.data.folders"):
+        scene = next(folders.scene_dicts_from_folders([root])
                      .as_numpy_iterator())
     assert "view 1: image is 64x128, the first view's 32x64" in caplog.text
     np.testing.assert_allclose(scene["intrinsics"][1],
@@ -403,37 +339,7 @@ def test_odd_sized_view_is_resized_with_a_warning(tmp_path, caplog):
                                _depth_codes(1, 64, 128)[::2, ::2])
 
 
-# === check_folders: bad data refused before training ===
-
-
-def _scene_copy(tmp_path, name="scene"):
-    import shutil
-
-    source = (pathlib.Path(__file__).resolve().parents[1] / "fixtures"
-              / "scenes" / "office_room")
-    return pathlib.Path(shutil.copytree(source, tmp_path / name))
-
-
-def test_check_folders_names_a_malformed_cam(tmp_path):
-    root = _scene_copy(tmp_path)
-    cam = root / "cams" / "00000028_cam.txt"
-    lines = cam.read_text().split("\n")
-    lines[8] = "0 905.6 abc"
-    cam.write_text("\n".join(lines))
-    with pytest.raises(ValueError, match=r"1 bad view\(s\): .*00000028_cam"
-                       r"\.txt, line 9: expected 3 numbers"):
-        pipeline.check_folders([root], num_views=3)
-
-
-def test_check_folders_refuses_a_scene_without_overlapping_views(tmp_path):
-    root = _scene_copy(tmp_path)
-    (root / "pair.txt").write_text("1\n0\n0\n")
-    with pytest.raises(ValueError, match="no view of .* has a source view"):
-        pipeline.check_folders([root], num_views=2)
-
-
-def test_check_folders_needs_depth_for_supervision(tmp_path):
-    root = _scene_copy(tmp_path)
-    with pytest.raises(ValueError, match=r"depths/00000000\.pfm: missing"):
-        pipeline.check_folders([root], require_depth=True)
-    pipeline.check_folders([root])  # fine without supervision
+def test_pipeline_still_offers_the_folder_readers():
+    assert pipeline.scene_dicts_from_folders is (
+        folders.scene_dicts_from_folders)
+    assert pipeline.check_folders is folders.check_folders

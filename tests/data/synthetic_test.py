@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import plyfile
@@ -225,24 +224,6 @@ def test_supersampling_smooths_images_and_keeps_depth():
     assert abs(smooth["images"].mean() - plain["images"].mean()) < 2.0
 
 
-def test_view_selection_scores_hand_worked():
-    # One point at the origin, cameras 100 mm away at 0, 5, 15 and 3
-    # degrees about the y axis: G(5) = 1, G(15) = exp(-100/200), G(3) =
-    # exp(-4/2); view 3 does not see the point.
-    angles = np.radians([0.0, 5.0, 15.0, 3.0])
-    centres = 100.0 * np.stack(
-        [np.sin(angles), np.zeros(4), np.cos(angles)], -1)
-    visible = np.array([[True, True, True, False]])
-    scores = synthetic.view_selection_scores(np.zeros((1, 3)), visible,
-                                             centres)
-    np.testing.assert_allclose(scores[0], [0.0, 1.0, math.exp(-0.5), 0.0],
-                               atol=1e-12)
-    # Angle between views 1 and 2 is 10 degrees.
-    np.testing.assert_allclose(scores[1, 2], math.exp(-25.0 / 200.0),
-                               rtol=1e-12)
-    np.testing.assert_array_equal(scores, scores.T)
-
-
 def test_pairs_rank_near_view_above_far_view():
     scene = synthetic.render_scene(synthetic.SceneConfig(
         height=32, width=40, num_views=12, seed=3, num_pair_samples=3000))
@@ -333,9 +314,14 @@ def test_ensure_benchmark_renders_once(tmp_path, monkeypatch):
     def fail(config):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(synthetic, "render_scene", fail)
+    # The renderer ensure_benchmark calls (the `render` module's).
+    monkeypatch.setattr(synthetic.render, "render_scene", fail)
     assert synthetic.ensure_benchmark("test", root=tmp_path, height=32,
                                       width=40, num_views=2) == folders
+    # The patch is seen: a split not yet cached would render.
+    with pytest.raises(AssertionError, match="rendered again"):
+        synthetic.ensure_benchmark("test", root=tmp_path / "other",
+                                   height=32, width=40, num_views=2)
     with pytest.raises(ValueError, match="split"):
         synthetic.ensure_benchmark("val", root=tmp_path)
 
@@ -357,18 +343,22 @@ def test_make_synthetic_writes_consecutive_seeds(tmp_path, capsys):
         make_synthetic.main(["--out", str(tmp_path), "--scenes", "1"])
 
 
-def test_colourize_depth_maps_near_bright_far_dark_invalid_black():
-    depth = np.array([[100.0, 150.0, 200.0, 0.0]])
-    colours = synthetic.colourize_depth(depth, depth > 0)
-    anchors = np.round(synthetic._DEPTH_COLOUR_ANCHORS * 255).astype(int)
-    np.testing.assert_array_equal(colours[0, 0], anchors[0])
-    np.testing.assert_array_equal(colours[0, 1], anchors[2])
-    np.testing.assert_array_equal(colours[0, 2], anchors[-1])
-    np.testing.assert_array_equal(colours[0, 3], [0, 0, 0])
-    assert colours[0, :3].astype(int).sum(-1).tolist() == sorted(
-        colours[0, :3].astype(int).sum(-1).tolist(), reverse=True)
-    with pytest.raises(ValueError, match="shape"):
-        synthetic.colourize_depth(depth, np.ones((2, 4), bool))
+def test_preview_maps_depth_with_the_viridis_ramp():
+    # The depth span 100..200 mm maps to viridis from 0 to 1: published
+    # viridis colours at 0 (#440154), 1/2 (#21918c) and 1 (#fde725), and at
+    # 29/32 a quarter of the way from viridis(7/8) = (170, 220, 50) to
+    # viridis(1): (190.75, 222.75, 46.75), rounded. No depth is black.
+    depth = np.array([[100.0, 150.0, 190.625, 200.0, 0.0]], np.float32)
+    image = np.arange(15, dtype=np.uint8).reshape(1, 5, 3)
+    scene = {"images": image[None], "depths": depth[None],
+             "masks": depth[None] > 0}
+    shown = synthetic.preview(scene)
+    assert shown.shape == (1, 5 + 8 + 5, 3) and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown[:, :5], image)
+    np.testing.assert_array_equal(shown[:, 5:13], 255)
+    np.testing.assert_array_equal(shown[0, 13:], [
+        [68, 1, 84], [33, 145, 140], [191, 223, 47], [253, 231, 37],
+        [0, 0, 0]])
 
 
 def test_ground_truth_surface_keeps_first_point_per_voxel():

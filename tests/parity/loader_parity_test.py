@@ -8,6 +8,7 @@ import pytest
 
 from keras_mvs import geometry
 from keras_mvs.data import scene as scene_lib
+from keras_mvs.models import cas_mvsnet
 
 # prefix -> (scene, max height, max width, interval_scale)
 CASES = {
@@ -65,11 +66,11 @@ def test_resized_images(loaded):
 
 
 def test_per_stage_cameras(loaded):
-    # The network scales the full-size K by 1/4, 1/2 and 1 per stage; the
-    # reference divides the file's K by 4, applies the resize factors, then
-    # multiplies by 2 and 4.
+    # The network scales the full-size K by its stage scales (1/4, 1/2, 1);
+    # the reference divides the file's K by 4, applies the resize factors,
+    # then multiplies by 2 and 4.
     _, _, _, views, _, expected = loaded
-    for stage, scale in zip((1, 2, 3), (0.25, 0.5, 1.0)):
+    for stage, scale in enumerate(cas_mvsnet.STAGE_SCALES, start=1):
         intrinsics, cam_from_world = ref.split_cams(
             expected[f"proj_stage{stage}"])
         for index, (_, k, pose) in enumerate(views):

@@ -1,34 +1,18 @@
-"""Readers and writers for the MVSNet file formats: cam, pair and PFM files.
-
-The layouts are those of ALGORITHMS.md 1.1 to 1.3. Every reader comes in two
-layers: a parser on text or bytes (`parse_cam_text`, `parse_pair_text`,
-`parse_pfm_bytes`) that does no file access, so that TFDS builders can read
-files through `epath` and hand over the contents, and a path-based reader
-(`read_cam_file`, `read_pair_file`, `read_pfm`) that calls it. The writers
-mirror this (`format_cam_text`, `format_pair_text`, `serialize_pfm`).
-
-Malformed input never produces a silent wrong value or a bare IndexError: the
-parsers raise `FormatError`, whose message names the file, the 1-based line
-and what was expected. Inconsistencies that still leave an unambiguous reading
-(a pair-file header count that disagrees with the body) are read as found and
-reported with a `FormatWarning`.
-
-Numbers are written with `repr(float)`, the shortest decimal that reads back
-to the same float64, so write-then-read round trips are exact.
-"""
+"""MVSNet cam files (ALGORITHMS.md 1.1): `Camera`, its depth-line forms
+and depth range, and the parser, formatter, reader and writer."""
 
 import dataclasses
-import math
 import os
-import warnings
-from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 
 from keras_mvs import files
-
-PathLike = Union[str, os.PathLike]
+from keras_mvs.data.formats.common import EMPTY_FILE
+from keras_mvs.data.formats.common import END_OF_FILE
+from keras_mvs.data.formats.common import FormatError
+from keras_mvs.data.formats.common import PathLike
+from keras_mvs.data.formats.common import parse_numbers
+from keras_mvs.data.formats.common import read_text
 
 # Number of planes the "min_max" depth line is divided into to give an
 # interval; the MVSNet family's default plane count (ALGORITHMS.md 1.9).
@@ -42,62 +26,8 @@ ROTATION_TOLERANCE = 1e-3
 DEPTH_LINE_FORMS = (
     "min_interval", "min_interval_num", "min_interval_num_max", "min_max")
 
-# Findings that describe the input rather than quote it.
-_END_OF_FILE = "end of file"
-_EMPTY_FILE = "an empty file"
-_UNQUOTED_FINDINGS = (_END_OF_FILE, _EMPTY_FILE)
-
 _DEPTH_LINE_EXPECTED = (
     "2 to 4 numbers 'DEPTH_MIN DEPTH_INTERVAL [NUM [MAX]]'")
-
-
-class FormatError(ValueError):
-    """A malformed MVSNet cam, pair or PFM file.
-
-    The message reads `"<source>, line <n>: expected <what>, found '<text>'"`.
-
-    Attributes:
-        source: the file name (or the name given to a parser).
-        line: 1-based line number, or None where no line applies (e.g. a
-            PFM payload).
-        expected: what the reader expected.
-        found: what it found instead, or None.
-        quote: whether `found` is quoted text from the file (True) or a
-            description such as "21 bytes" (False).
-    """
-
-    def __init__(
-        self,
-        source: str,
-        line: int | None,
-        expected: str,
-        found: str | None = None,
-        quote: bool = True,
-    ):
-        self.source = source
-        self.line = line
-        self.expected = expected
-        self.found = found
-        self.quote = quote
-        where = source if line is None else f"{source}, line {line}"
-        message = f"{where}: expected {expected}"
-        if found in _UNQUOTED_FINDINGS or (found is not None and not quote):
-            message += f", found {found}"
-        elif found is not None:
-            shown = found if len(found) <= 120 else found[:117] + "..."
-            message += f", found '{shown}'"
-        super().__init__(message)
-
-    def __reduce__(self):
-        # Exceptions pickle as cls(*self.args); keep the four fields instead
-        # of the formatted message so that errors survive multiprocessing.
-        return (FormatError,
-                (self.source, self.line, self.expected, self.found,
-                 self.quote))
-
-
-class FormatWarning(UserWarning):
-    """An inconsistent file that could still be read unambiguously."""
 
 
 @dataclasses.dataclass
@@ -209,23 +139,6 @@ class Camera:
         return float(self.depth_min), float(last)
 
 
-def _numbers(
-    text: str, source: str, line: int, expected: str
-) -> list[float]:
-    """Parses a whitespace-separated line of finite floats."""
-    values = []
-    for token in text.split():
-        try:
-            value = float(token)
-        except ValueError:
-            raise FormatError(source, line, expected, text.strip()) from None
-        if not math.isfinite(value):
-            raise FormatError(
-                source, line, expected + " (finite values)", text.strip())
-        values.append(value)
-    return values
-
-
 def _matrix_rows(
     lines: list[tuple[int, str]],
     start: int,
@@ -244,9 +157,9 @@ def _matrix_rows(
         expected = f"{cols} numbers (row {r + 1} of the {rows}x{cols} {name})"
         if start + r >= len(lines):
             last = lines[-1][0] if lines else 0
-            raise FormatError(source, last + 1, expected, _END_OF_FILE)
+            raise FormatError(source, last + 1, expected, END_OF_FILE)
         number, text = lines[start + r]
-        values = _numbers(text, source, number, expected)
+        values = parse_numbers(text, source, number, expected)
         if len(values) != cols:
             raise FormatError(source, number, expected, text.strip())
         matrix[r] = values
@@ -298,7 +211,7 @@ def _parse_depth_line(
     text: str, source: str, line: int
 ) -> dict:
     """Interprets the depth line; returns Camera keyword arguments."""
-    values = _numbers(text, source, line, _DEPTH_LINE_EXPECTED)
+    values = parse_numbers(text, source, line, _DEPTH_LINE_EXPECTED)
     if not 2 <= len(values) <= 4:
         raise FormatError(source, line, _DEPTH_LINE_EXPECTED, text.strip())
     depth_min, second = values[0], values[1]
@@ -387,14 +300,14 @@ def parse_cam_text(text: str, source_name: str) -> Camera:
              enumerate(text.splitlines(), start=1) if raw.strip()]
     if not lines:
         raise FormatError(source_name, 1, "the keyword 'extrinsic'",
-                          _EMPTY_FILE)
+                          EMPTY_FILE)
     position = 0
 
     def keyword(word: str) -> None:
         nonlocal position
         if position >= len(lines):
             raise FormatError(source_name, lines[-1][0] + 1,
-                              f"the keyword '{word}'", _END_OF_FILE)
+                              f"the keyword '{word}'", END_OF_FILE)
         number, raw = lines[position]
         if raw.strip().lower() != word:
             raise FormatError(source_name, number, f"the keyword '{word}'",
@@ -414,7 +327,7 @@ def parse_cam_text(text: str, source_name: str) -> Camera:
     if position >= len(lines):
         raise FormatError(source_name, lines[-1][0] + 1,
                           "the depth line: " + _DEPTH_LINE_EXPECTED,
-                          _END_OF_FILE)
+                          END_OF_FILE)
     depth_line_number, depth_text = lines[position]
     fields = _parse_depth_line(depth_text, source_name, depth_line_number)
     if position + 1 < len(lines):
@@ -461,18 +374,6 @@ def format_cam_text(camera: Camera) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _read_text(path: PathLike) -> str:
-    with open(path, "rb") as handle:
-        data = handle.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise FormatError(
-            os.fspath(path), data[:error.start].count(b"\n") + 1,
-            "UTF-8 text", f"byte 0x{data[error.start]:02x}",
-            quote=False) from None
-
-
 def read_cam_file(path: PathLike) -> Camera:
     """Reads an MVSNet `XXXXXXXX_cam.txt` file; see `parse_cam_text`.
 
@@ -485,258 +386,9 @@ def read_cam_file(path: PathLike) -> Camera:
     Raises:
         FormatError: on malformed content (message names file and line).
     """
-    return parse_cam_text(_read_text(path), os.fspath(path))
+    return parse_cam_text(read_text(path), os.fspath(path))
 
 
 def write_cam_file(path: PathLike, camera: Camera) -> None:
     """Writes an MVSNet cam file; see `format_cam_text`."""
     files.write_bytes(path, format_cam_text(camera).encode("utf-8"))
-
-
-Pairs = list[tuple[int, list[tuple[int, float]]]]
-
-
-def _integer(text: str, source: str, line: int, expected: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise FormatError(source, line, expected, text) from None
-    if value < 0:
-        raise FormatError(source, line, expected, text)
-    return value
-
-
-def parse_pair_text(text: str, source_name: str) -> Pairs:
-    """Parses the contents of a `pair.txt` view-selection file.
-
-    Layout (ALGORITHMS.md 1.2): the view count N, then per view a line with
-    the reference id and a line `K id_1 score_1 ... id_K score_K`. Blank
-    lines are skipped.
-
-    A header N that disagrees with the number of blocks present is not an
-    error: the blocks present are read and a `FormatWarning` names the file
-    and both counts (raw office_room_rcv/pair.txt says 40 and lists 35).
-    The last block may be cut short by a truncated file (raw
-    office_room_rcv/pair.txt ends after 8 of 40 entries, mid-number): its
-    complete entries are kept, minus the last one when the file does not end
-    with a newline (that number may be cut), with a `FormatWarning`. A short
-    block anywhere else is an error. Entries are returned as written (a
-    reference listed among its own sources stays there; choosing sources is
-    the caller's business).
-
-    Args:
-        text: the file contents.
-        source_name: the name used in messages.
-
-    Returns:
-        `[(ref_id, [(src_id, score), ...]), ...]` in file order.
-
-    Raises:
-        FormatError: empty file, non-integer count or id, a block whose K
-            disagrees with its entries (except the truncated last block),
-            a reference line with no source line, non-finite scores, or a
-            reference listed twice.
-    """
-    lines = [(number, raw.strip()) for number, raw in
-             enumerate(text.splitlines(), start=1) if raw.strip()]
-    if not lines:
-        raise FormatError(source_name, 1, "the number of views",
-                          _EMPTY_FILE)
-    header_line, header = lines[0]
-    declared = _integer(header, source_name, header_line,
-                        "the number of views (a non-negative integer)")
-    pairs: Pairs = []
-    seen: dict[int, int] = {}
-    position = 1
-    while position < len(lines):
-        ref_line, ref_text = lines[position]
-        ref_id = _integer(ref_text, source_name, ref_line,
-                          "a reference view id (a non-negative integer)")
-        if ref_id in seen:
-            raise FormatError(
-                source_name, ref_line,
-                f"each reference once (view {ref_id} was already listed on "
-                f"line {seen[ref_id]})", ref_text)
-        seen[ref_id] = ref_line
-        if position + 1 >= len(lines):
-            raise FormatError(
-                source_name, ref_line + 1,
-                f"the source list 'K id score ...' of reference {ref_id}",
-                _END_OF_FILE)
-        list_line, list_text = lines[position + 1]
-        tokens = list_text.split()
-        expected_list = "'K id_1 score_1 ... id_K score_K'"
-        count = _integer(tokens[0], source_name, list_line,
-                         f"{expected_list} with K a non-negative integer")
-        truncated = (position + 2 == len(lines)
-                     and len(tokens) < 1 + 2 * count)
-        if len(tokens) != 1 + 2 * count and not truncated:
-            raise FormatError(
-                source_name, list_line,
-                f"{expected_list} with K = {count}, i.e. {1 + 2 * count} "
-                f"numbers (found {len(tokens)})", list_text)
-        present = (len(tokens) - 1) // 2
-        if truncated:
-            # The file was cut off inside its last source list. Keep the
-            # complete entries; without a final newline the last number may
-            # itself be cut short, so that entry is dropped as well.
-            if not text.endswith("\n") and present and len(tokens) % 2:
-                present -= 1
-            warnings.warn(
-                f"{source_name}, line {list_line}: the file ends inside the "
-                f"source list of reference {ref_id} (K = {count}); keeping "
-                f"the {present} complete entries", FormatWarning,
-                stacklevel=3)
-        sources = []
-        for k in range(present):
-            src_id = _integer(tokens[1 + 2 * k], source_name, list_line,
-                              f"{expected_list}: id_{k + 1} a non-negative "
-                              "integer")
-            score = _numbers(tokens[2 + 2 * k], source_name, list_line,
-                             f"{expected_list}: score_{k + 1} a number")[0]
-            sources.append((src_id, score))
-        pairs.append((ref_id, sources))
-        position += 2
-    if declared != len(pairs):
-        warnings.warn(
-            f"{source_name}: header says {declared} views but the file "
-            f"lists {len(pairs)}; using the {len(pairs)} listed",
-            FormatWarning, stacklevel=3)
-    return pairs
-
-
-def format_pair_text(pairs: Sequence[tuple[int, Sequence[tuple[int, float]]]]
-                     ) -> str:
-    """Formats view-selection pairs as `pair.txt` text (scores as repr)."""
-    lines = [str(len(pairs))]
-    for ref_id, sources in pairs:
-        lines.append(str(int(ref_id)))
-        entries = [str(len(sources))]
-        for src_id, score in sources:
-            entries += [str(int(src_id)), repr(float(score))]
-        lines.append(" ".join(entries))
-    return "\n".join(lines) + "\n"
-
-
-def read_pair_file(path: PathLike) -> Pairs:
-    """Reads a `pair.txt` file; see `parse_pair_text`."""
-    return parse_pair_text(_read_text(path), os.fspath(path))
-
-
-def write_pair_file(
-    path: PathLike,
-    pairs: Sequence[tuple[int, Sequence[tuple[int, float]]]],
-) -> None:
-    """Writes a `pair.txt` file; see `format_pair_text`."""
-    files.write_bytes(path, format_pair_text(pairs).encode("utf-8"))
-
-
-def _pfm_header_line(
-    data: bytes, start: int, source: str, line: int, expected: str
-) -> tuple[str, int]:
-    """Returns the text of the header line at `start` and the next offset."""
-    end = data.find(b"\n", start)
-    if end < 0:
-        raise FormatError(source, line, expected + " ending with a newline",
-                          data[start:start + 40].decode("latin-1"))
-    text = data[start:end].decode("latin-1").strip()
-    return text, end + 1
-
-
-def parse_pfm_bytes(data: bytes, source_name: str) -> np.ndarray:
-    """Decodes a PFM image (ALGORITHMS.md 1.3).
-
-    Header: `PF` (3 channels) or `Pf` (1 channel); `W H`; a non-zero scale
-    whose sign gives the byte order (negative: little-endian). Then exactly
-    `H * W * C` float32 values, rows stored bottom to top.
-
-    Args:
-        data: the file contents.
-        source_name: the name used in error messages.
-
-    Returns:
-        float32 `(H, W)` or `(H, W, 3)`, top row first, native byte order.
-
-    Raises:
-        FormatError: bad identifier, dimensions or scale (naming the header
-            line), or a payload shorter or longer than the header implies.
-    """
-    if not data:
-        raise FormatError(source_name, 1, "'PF' or 'Pf'", _EMPTY_FILE)
-    identifier, offset = _pfm_header_line(data, 0, source_name, 1,
-                                          "'PF' or 'Pf'")
-    if identifier not in ("PF", "Pf"):
-        raise FormatError(source_name, 1, "'PF' or 'Pf'", identifier)
-    channels = 3 if identifier == "PF" else 1
-    dims, offset = _pfm_header_line(data, offset, source_name, 2,
-                                    "'WIDTH HEIGHT'")
-    tokens = dims.split()
-    if len(tokens) != 2 or not all(t.isdigit() for t in tokens) or any(
-            int(t) == 0 for t in tokens):
-        raise FormatError(source_name, 2,
-                          "'WIDTH HEIGHT' (two positive integers)", dims)
-    width, height = int(tokens[0]), int(tokens[1])
-    scale_text, offset = _pfm_header_line(data, offset, source_name, 3,
-                                          "a non-zero scale")
-    try:
-        scale = float(scale_text)
-    except ValueError:
-        raise FormatError(source_name, 3, "a non-zero scale",
-                          scale_text) from None
-    if scale == 0.0 or not math.isfinite(scale):
-        raise FormatError(source_name, 3, "a finite non-zero scale",
-                          scale_text)
-    dtype = np.dtype("<f4") if scale < 0 else np.dtype(">f4")
-    expected_bytes = width * height * channels * 4
-    payload = len(data) - offset
-    if payload != expected_bytes:
-        raise FormatError(
-            source_name, None,
-            f"{expected_bytes} payload bytes after the header ({height} "
-            f"rows x {width} columns x {channels} channels of float32)",
-            f"{payload} bytes", quote=False)
-    values = np.frombuffer(data, dtype=dtype, offset=offset)
-    shape = (height, width, 3) if channels == 3 else (height, width)
-    # Rows are stored bottom to top.
-    return np.flipud(values.reshape(shape)).astype(np.float32)
-
-
-def serialize_pfm(array: np.ndarray, scale: float = 1.0) -> bytes:
-    """Encodes an image as little-endian PFM bytes, rows bottom to top.
-
-    Args:
-        array: `(H, W)`, `(H, W, 1)` or `(H, W, 3)`; cast to float32 (a
-            float64 input loses precision).
-        scale: positive header scale; written negated to mark little-endian.
-
-    Returns:
-        The PFM file contents.
-    """
-    image = np.asarray(array, dtype=np.float32)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3
-                                    ) or 0 in image.shape:
-        raise ValueError(
-            "write_pfm expects a non-empty (H, W), (H, W, 1) or (H, W, 3) "
-            f"array; received shape {np.shape(array)}")
-    if not (scale > 0.0 and math.isfinite(scale)):
-        raise ValueError(f"PFM scale must be positive; received {scale}")
-    identifier = "PF" if image.ndim == 3 else "Pf"
-    height, width = image.shape[:2]
-    header = f"{identifier}\n{width} {height}\n{-float(scale)!r}\n"
-    payload = np.ascontiguousarray(np.flipud(image), dtype="<f4").tobytes()
-    return header.encode("ascii") + payload
-
-
-def read_pfm(path: PathLike) -> np.ndarray:
-    """Reads a PFM file; see `parse_pfm_bytes`."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return parse_pfm_bytes(data, os.fspath(path))
-
-
-def write_pfm(path: PathLike, array: np.ndarray, scale: float = 1.0) -> None:
-    """Writes a PFM file (little-endian, rows bottom to top); see
-    `serialize_pfm`."""
-    files.write_bytes(path, serialize_pfm(array, scale))
