@@ -495,7 +495,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.render, points, colors, forward, up, render_width,
             render_height)
         summary["render"] = {"path": str(args.render), "bytes": size}
-    reconstruct_lib.write_json(out_dir / "summary.json", summary)
+    files.write_json(out_dir / "summary.json", summary)
     _print_outputs(out_dir, args.render)
     return 0
 
