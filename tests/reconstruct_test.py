@@ -203,27 +203,43 @@ def test_with_num_depths_refuses_a_savedmodel(tmp_path):
 
 def test_mask_agreement_counts_points_outside_the_masks(scene_dir,
                                                        tmp_path):
-    """With view 0's mask cut to its left half, exactly the points that
-    project into its right half leave the visual hull."""
+    """Points built from known pixels of view 0 (its exact synthetic depth,
+    lifted through K and the pose) land on those pixels again. With view
+    0's mask cut to its left half and every other mask full, exactly the
+    points built from the right half leave the visual hull."""
     copy = shutil.copytree(scene_dir, tmp_path / "s")
-    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-    mask[:, :WIDTH // 2] = 255
-    Image.fromarray(mask).save(copy / "masks" / "00000000.png")
+    half = np.zeros((HEIGHT, WIDTH), np.uint8)
+    half[:, :WIDTH // 2] = 255
+    Image.fromarray(half).save(copy / "masks" / "00000000.png")
+    full = np.full((HEIGHT, WIDTH), 255, np.uint8)
+    for view_id in range(1, NUM_VIEWS):
+        Image.fromarray(full).save(copy / "masks" / f"{view_id:08d}.png")
     scene = scene_lib.MVSScene(copy)
-    points, _, _ = files.read_ply(str(copy / "gt_surface.ply"))
-    result = reconstruct.mask_agreement(points, scene, scene.view_ids)
 
     camera = scene.camera(0)
-    local = points @ camera.cam_from_world[:3, :3].T + (
-        camera.cam_from_world[:3, 3])
-    pixels = local @ camera.intrinsics.T
-    cols = np.round(pixels[:, 0] / pixels[:, 2])
-    rows = np.round(pixels[:, 1] / pixels[:, 2])
-    in_image = (cols >= 0) & (cols < WIDTH) & (rows >= 0) & (rows < HEIGHT)
-    right = in_image & (cols >= WIDTH // 2)
-    assert result["masked_views"] == NUM_VIEWS
+    depth = scene.depth(0).astype(np.float64)
+    rows, cols = np.nonzero(depth > 0)
+    rays = np.linalg.solve(camera.intrinsics, np.stack(
+        [cols, rows, np.ones_like(cols)]).astype(np.float64))  # [3, N]
+    points_cam = rays * depth[rows, cols]
+    world_from_cam = np.linalg.inv(camera.cam_from_world)
+    points = (world_from_cam[:3, :3] @ points_cam).T + world_from_cam[:3, 3]
+    # And one point behind view 0, which its mask must not count.
+    behind = world_from_cam[:3, 3] - 100.0 * world_from_cam[:3, 2]
+    result = reconstruct.mask_agreement(np.vstack([points, behind]), scene,
+                                        [0])
+
+    right = cols >= WIDTH // 2
+    assert 0 < right.sum() < len(cols)
+    assert result["masked_views"] == 1
+    assert result["projected_points"] == len(cols)
+    assert result["projection_fraction"] == pytest.approx(1.0 - right.mean())
     assert result["hull_fraction"] == pytest.approx(1.0 - right.mean())
-    assert 0.0 < result["hull_fraction"] < 1.0
+    everywhere = reconstruct.mask_agreement(points, scene, scene.view_ids)
+    assert everywhere["masked_views"] == NUM_VIEWS
+    assert everywhere["hull_fraction"] == pytest.approx(1.0 - right.mean())
+    assert reconstruct.mask_agreement(
+        points, scene_lib.MVSScene(scene_dir), []) is None
 
 
 def test_network_shape_of_a_savedmodel_config(tmp_path):

@@ -1,6 +1,6 @@
 """A fused cloud against what is known of the scene: ground-truth points
 (`evaluate_against`, through `keras_mvs.evaluation`) and object masks
-(`mask_agreement`)."""
+(`mask_agreement`, through `keras_mvs.geometry`'s projection)."""
 
 from typing import Optional
 from typing import Sequence
@@ -9,6 +9,7 @@ import numpy as np
 
 from keras_mvs import evaluation
 from keras_mvs import files
+from keras_mvs import geometry
 from keras_mvs.data import formats
 from keras_mvs.data import scene as scene_lib
 
@@ -61,9 +62,11 @@ def mask_agreement(points: np.ndarray, scene: scene_lib.MVSScene,
                    view_ids: Sequence[int]) -> Optional[dict]:
     """How well a cloud agrees with the scene's object masks (`masks/`).
 
-    Every point is projected into every view that has a mask, with the
-    view's full-resolution camera; projections behind the camera or outside
-    the image are ignored.
+    Every point is projected (`geometry.transform_points`,
+    `geometry.project`, in float64) into every view that has a mask, with
+    the view's full-resolution camera, and rounded to the nearest pixel
+    (pixel (i, j) has its centre at x = j, y = i); projections behind the
+    camera or outside the image are ignored.
 
     Args:
         points: `[N, 3]` world points.
@@ -87,14 +90,16 @@ def mask_agreement(points: np.ndarray, scene: scene_lib.MVSScene,
             continue
         masked_views += 1
         camera = scene.camera(view_id)
-        local = points @ camera.cam_from_world[:3, :3].T + (
-            camera.cam_from_world[:3, 3])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pixels = local @ camera.intrinsics.T
-            cols = np.round(pixels[:, 0] / pixels[:, 2])
-            rows = np.round(pixels[:, 1] / pixels[:, 2])
-        in_image = ((local[:, 2] > 0) & (cols >= 0) & (cols < mask.shape[1])
-                    & (rows >= 0) & (rows < mask.shape[0]))
+        points_cam = geometry.transform_points(
+            np.asarray(camera.cam_from_world, np.float64)[np.newaxis],
+            points[np.newaxis])  # [1, N, 3]
+        pixels, _ = geometry.project(
+            points_cam, np.asarray(camera.intrinsics, np.float64)[np.newaxis])
+        # Behind the camera the pixels are NaN, and NaN fails every bound.
+        cols, rows = np.round(pixels.numpy()[0]).T  # [N] each
+        with np.errstate(invalid="ignore"):
+            in_image = ((cols >= 0) & (cols < mask.shape[1])
+                        & (rows >= 0) & (rows < mask.shape[0]))
         in_mask = np.zeros(points.shape[0], bool)
         in_mask[in_image] = mask[rows[in_image].astype(int),
                                  cols[in_image].astype(int)]
