@@ -179,10 +179,26 @@ def test_tiny_network_outputs(scene_dir, tiny_model, tmp_path):
         assert key in view
     assert set(written["timing"]) >= {"inference_seconds", "fusion_seconds",
                                       "total_seconds"}
+    # The cloud, the totals and the per-view counts agree, and a pixel is
+    # fused only when it passes both filters.
     points, _, _ = files.read_ply(str(tmp_path / "fused.ply"))
-    assert points.shape[0] == summary["totals"]["num_points"]
-    if points.shape[0] < 100:
-        assert summary["diagnosis"]
+    views = written["views"]
+    assert points.shape[0] == written["totals"]["num_points"] == sum(
+        v["points_kept"] for v in views) == summary["totals"]["num_points"]
+    for view in views:
+        assert view["pixels"] == 32 * 64
+        assert view["points_kept"] <= min(view["photometric_kept"],
+                                          view["geometric_kept"])
+    # The diagnosis names exactly the filters that removed over 90 % of
+    # the pixels (an untrained network is rarely confident, so usually the
+    # photometric one), and an empty cloud is never left unexplained.
+    totals = written["totals"]
+    hints = " ".join(written["diagnosis"])
+    assert ("photometric filter removed" in hints) == (
+        totals["photometric_rejection"] > 0.9)
+    assert ("geometric filter removed" in hints) == (
+        totals["geometric_rejection"] > 0.9)
+    assert points.shape[0] > 0 or written["diagnosis"]
 
 
 def test_with_num_depths_keeps_the_weights(tiny_model):
