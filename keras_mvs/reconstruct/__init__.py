@@ -10,6 +10,9 @@ one module per job:
     driver.py     the run: inference, fusion, statistics, summary.json
     evaluate.py   the cloud against ground-truth points and object masks
     render.py     rendered views of a cloud
+    scenes.py     opening --scene (MVSNet or COLMAP) or --images (SfM)
+    cli.py        argument types shared by the entry points
+    command.py    the reconstruct command behind its entry point
 
 Example:
     >>> predictor = inference.load_model("runs/unimvs")
@@ -18,8 +21,11 @@ Example:
     >>> summary["totals"]["num_points"]
 """
 
+from keras_mvs.reconstruct.driver import FILTER_ALIASES
 from keras_mvs.reconstruct.driver import check_filter
 from keras_mvs.reconstruct.driver import diagnose
+from keras_mvs.reconstruct.driver import filter_from_flags
+from keras_mvs.reconstruct.driver import fit_filter_to_pairs
 from keras_mvs.reconstruct.driver import reconstruct
 from keras_mvs.reconstruct.driver import view_statistics
 from keras_mvs.reconstruct.errors import InsufficientMemoryError

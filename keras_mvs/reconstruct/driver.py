@@ -37,6 +37,55 @@ PathLike = formats.PathLike
 
 # A rejection rate above this share of the pixels is named in the diagnosis.
 _DIAGNOSIS_RATE = 0.9
+# --filter shorthands for the FilterConfig presets.
+FILTER_ALIASES = {"pcd": "casmvsnet", "dypcd": "unimvsnet_dypcd"}
+
+
+def filter_from_flags(
+    name: str, conf: Optional[Sequence[float]] = None,
+    min_views: Optional[int] = None,
+) -> fusion.FilterConfig:
+    """The FilterConfig of `--filter` (an alias of `FILTER_ALIASES` or a
+    preset name), `--conf` (confidence thresholds) and
+    `--min-consistent-views`.
+
+    Raises:
+        ValueError: an unknown preset or an invalid field.
+    """
+    overrides = {}
+    if conf is not None:
+        overrides["confidence_thresholds"] = tuple(conf)
+    if min_views is not None:
+        overrides["min_consistent_views"] = min_views
+    return fusion.FilterConfig.preset(FILTER_ALIASES.get(name, name),
+                                      **overrides)
+
+
+def fit_filter_to_pairs(
+    config: fusion.FilterConfig, pairs: Sequence,
+) -> Tuple[fusion.FilterConfig, dict]:
+    """Lowers the pcd filter's consistent-source count to the most sources
+    any pair list holds (few registered views give short lists).
+
+    Args:
+        config: the filter.
+        pairs: the scene's `[(ref, [(src, score), ...]), ...]`.
+
+    Returns:
+        `(config, adapted)`: `adapted` maps each changed field to
+        `{"requested", "used", "reason"}` (empty when nothing changed).
+    """
+    available = max((len(sources) for _, sources in pairs), default=0)
+    if config.max_source_views is not None:
+        available = min(available, config.max_source_views)
+    if (config.method != "pcd" or available < 1
+            or config.min_consistent_views <= available):
+        return config, {}
+    adapted = {"min_consistent_views": {
+        "requested": config.min_consistent_views, "used": available,
+        "reason": f"{len(pairs)} registered views: the pair lists hold at "
+                  f"most {available} source views"}}
+    return dataclasses.replace(config, min_consistent_views=available), adapted
 
 
 def diagnose(view_stats: Sequence[dict], num_points: int,
