@@ -8,6 +8,7 @@ depth ranges and pair.txt used; structure from motion itself
 """
 
 import pathlib
+from typing import List
 from typing import Optional
 from typing import Tuple
 
@@ -123,3 +124,50 @@ def scene_from_photos(
         conversion.names[ref] for ref, sources in conversion.pairs
         if not sources]
     return scene_lib.MVSScene(target), record
+
+
+def convert_colmap(
+    colmap_dir: pathlib.Path, images: Optional[str], out: pathlib.Path, *,
+    link: bool = False, overwrite: bool = False, near_factor: float = 0.75,
+    far_factor: float = 1.25, num_sources: int = 10,
+) -> Tuple[colmap.ColmapConversion, pathlib.Path]:
+    """A COLMAP model and its images written as an MVSNet scene folder
+    (`python -m experiments.convert_colmap`; `keras_mvs.data.colmap`).
+
+    Returns:
+        `(conversion, folder written)`.
+
+    Raises:
+        ValueError: no model, a damaged or distorted one (`ColmapError`).
+        FileExistsError: `out` exists and `overwrite` is False.
+    """
+    conversion = colmap.convert(colmap_dir, images, near_factor=near_factor,
+                                far_factor=far_factor,
+                                num_sources=num_sources)
+    folder = colmap.write_mvsnet_folder(conversion, pathlib.Path(out),
+                                        link_images=link,
+                                        overwrite=overwrite)
+    return conversion, folder
+
+
+def conversion_table(conversion: colmap.ColmapConversion) -> str:
+    """Per view: sparse points seen, depth range and best three sources."""
+    lines = [f"{conversion.model_dir}: {len(conversion.names)} views",
+             f"{'view':>6} {'points':>7} {'depth_min':>11} "
+             f"{'depth_max':>11}  best sources"]
+    for view, (camera, count, (_, sources)) in enumerate(zip(
+            conversion.cameras, conversion.num_points, conversion.pairs)):
+        best = " ".join(str(s) for s, _ in sources[:3])
+        lines.append(f"{view:>6} {count:>7} {camera.depth_min:>11.4g} "
+                     f"{camera.depth_max:>11.4g}  {best}")
+    return "\n".join(lines)
+
+
+def scene_folder_outputs(folder: pathlib.Path,
+                         linked: bool) -> List[Tuple[str, str]]:
+    """`(path, what it is)` of an MVSNet folder written from COLMAP."""
+    return [(str(folder / name), what) for name, what in (
+        ("cams", "cameras with depth ranges (MVSNet cam files)"),
+        ("images", "the undistorted images" + (" (links)" if linked
+                                               else "")),
+        ("pair.txt", "source views per view"))]
