@@ -1,5 +1,6 @@
 """Tests of keras_mvs.reconstruct on a tiny synthetic scene."""
 
+import argparse
 import json
 import shutil
 
@@ -16,6 +17,7 @@ from keras_mvs import reconstruct
 from keras_mvs import visualize
 from keras_mvs.data import formats
 from keras_mvs.data import scene as scene_lib
+from keras_mvs.reconstruct import cli
 
 HEIGHT, WIDTH, NUM_VIEWS = 64, 96, 6
 
@@ -277,3 +279,52 @@ def test_diagnosis_names_the_photometric_filter():
     hints = reconstruct.diagnose(stats, 0, fusion.FilterConfig())
     assert hints and "photometric filter removed 99 %" in hints[0]
     assert "lower --conf" in hints[0]
+
+
+def test_comma_tuple_parses_and_names_what_it_expected():
+    parse = cli.comma_tuple(
+        int, (3,), "three multiples of 8", valid=lambda v: v % 8 == 0)
+    assert parse("48,32,8") == (48, 32, 8)
+    for text in ("48,32", "48,30,8", "a,b,c", ""):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=f"expected three multiples of 8; "
+                           f"received '{text}'"):
+            parse(text)
+    either = cli.comma_tuple(float, (1, 3), "one or three")
+    assert either("0.5") == (0.5,)
+    assert either("0.1,0.15,0.9") == (0.1, 0.15, 0.9)
+
+
+def test_size_and_positive_int_arguments():
+    size = cli.image_size(16)
+    assert size("640x480") == size("640X480") == (640, 480)
+    for text in ("15x480", "640", "axb", "640x480x3"):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match="WIDTHxHEIGHT such as 640x480"):
+            size(text)
+    assert cli.positive_int("3") == 3
+    for text in ("0", "-2", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive"):
+            cli.positive_int(text)
+
+
+def test_evaluate_against_reads_ply_and_npz(tmp_path):
+    # Ground truth on a 1 mm grid; the cloud is the same grid moved 0.5 mm
+    # off the plane: every distance is exactly 0.5.
+    grid = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0)),
+                    -1).reshape(-1, 2)
+    truth = np.concatenate([grid, np.zeros((100, 1))], 1).astype(np.float32)
+    cloud = truth + np.float32([0.0, 0.0, 0.5])
+    files.write_ply(str(tmp_path / "gt.ply"), truth)
+    np.savez(tmp_path / "gt.npz", xyz=truth)
+    for name in ("gt.ply", "gt.npz"):
+        metrics = reconstruct.evaluate_against(cloud, tmp_path / name,
+                                               threshold=1.0)
+        assert metrics["accuracy"] == pytest.approx(0.5)
+        assert metrics["completeness"] == pytest.approx(0.5)
+        assert metrics["precision"] == metrics["recall"] == 1.0
+        assert reconstruct.evaluate_against(
+            cloud, tmp_path / name, threshold=0.4)["fscore"] == 0.0
+    np.savez(tmp_path / "bad.npz", points=truth)
+    with pytest.raises(ValueError, match="bad.npz: expected an array 'xyz'"):
+        reconstruct.evaluate_against(cloud, tmp_path / "bad.npz", 1.0)
