@@ -19,68 +19,45 @@ import sys
 from typing import Optional
 from typing import Sequence
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.convert_colmap",
-        description=__doc__.split("\n\n")[0])
-    parser.add_argument("--colmap", required=True,
-                        help="COLMAP model folder (or its project folder)")
-    parser.add_argument("--images",
-                        help="undistorted images (default: images/ beside "
-                        "the model)")
-    parser.add_argument("--out", required=True, help="MVSNet folder to write")
-    parser.add_argument("--link", action="store_true",
-                        help="symlink the images instead of copying them")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out folder")
-    parser.add_argument("--near-factor", type=float, default=0.75,
-                        help="depth_min = this x 1st percentile")
-    parser.add_argument("--far-factor", type=float, default=1.25,
-                        help="depth_max = this x 99th percentile")
-    parser.add_argument("--num-sources", type=int, default=10,
-                        help="sources per view in pair.txt")
-    return parser
+from experiments import console
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the process exit status."""
-    args = build_parser().parse_args(argv)
-    if args.num_sources < 1:
-        print(f"convert_colmap: error: --num-sources must be at least 1; "
-              f"received {args.num_sources}", file=sys.stderr)
-        return 2
-    from experiments import console
-
     console.quiet_tensorflow([])
-    from keras_mvs.data import colmap
+    from keras_mvs.reconstruct import cli
+    from keras_mvs.reconstruct import scenes
 
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.convert_colmap",
+        description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--colmap", required=True,
+        help="COLMAP model folder (or its project folder)")
+    add("--images", help="undistorted images (default: images/ beside the "
+        "model)")
+    add("--out", required=True, help="MVSNet folder to write")
+    add("--link", action="store_true",
+        help="symlink the images instead of copying them")
+    add("--overwrite", action="store_true",
+        help="replace an existing --out folder")
+    add("--near-factor", type=float, default=0.75,
+        help="depth_min = this x 1st percentile")
+    add("--far-factor", type=float, default=1.25,
+        help="depth_max = this x 99th percentile")
+    add("--num-sources", type=cli.positive_int, default=10,
+        help="sources per view in pair.txt")
+    args = parser.parse_args(argv)
     try:
-        conversion = colmap.convert(
-            args.colmap, args.images, near_factor=args.near_factor,
+        conversion, out = scenes.convert_colmap(
+            args.colmap, args.images, pathlib.Path(args.out), link=args.link,
+            overwrite=args.overwrite, near_factor=args.near_factor,
             far_factor=args.far_factor, num_sources=args.num_sources)
-        out = colmap.write_mvsnet_folder(
-            conversion, pathlib.Path(args.out), link_images=args.link,
-            overwrite=args.overwrite)
     except (ValueError, FileExistsError) as error:
         print(f"convert_colmap: error: {error}", file=sys.stderr)
         return 2
-    print(f"{conversion.model_dir}: {len(conversion.names)} views")
-    print(f"{'view':>6} {'points':>7} {'depth_min':>11} {'depth_max':>11}  "
-          "best sources")
-    for view, (camera, count, (_, sources)) in enumerate(zip(
-            conversion.cameras, conversion.num_points, conversion.pairs)):
-        best = " ".join(str(s) for s, _ in sources[:3])
-        print(f"{view:>6} {count:>7} {camera.depth_min:>11.4g} "
-              f"{camera.depth_max:>11.4g}  {best}")
-    from experiments import console
-
-    console.wrote([(str(out / name), what) for name, what in (
-        ("cams", "cameras with depth ranges (MVSNet cam files)"),
-        ("images", "the undistorted images" + (
-            " (links)" if args.link else "")),
-        ("pair.txt", "source views per view"))], root=str(out))
+    print(scenes.conversion_table(conversion))
+    console.wrote(scenes.scene_folder_outputs(out, args.link), root=str(out))
     return 0
 
 

@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Optional
 from typing import Sequence
 
-from PIL import Image
-
 from experiments import console
 
 # An entry point only: TensorFlow (imported by keras_mvs.data) without its
 # log noise unless --verbose.
 console.quiet_tensorflow()
+from keras_mvs import files  # noqa: E402
 from keras_mvs.data import synthetic  # noqa: E402
 
 
@@ -107,9 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
         scene = synthetic.render_scene(config)
         synthetic.write_scene(scene, folder, overwrite=args.overwrite)
         if index == 0 and args.preview is not None:
-            Image.fromarray(synthetic.preview(
-                scene, view=config.num_views // 2)).save(
-                    args.preview, format="PNG", compress_level=9)
+            files.write_png(args.preview, synthetic.preview(
+                scene, view=config.num_views // 2), compress_level=9)
         status.update(f"rendered scene {index + 1}/{args.scenes}",
                       force=True)
     status.close()

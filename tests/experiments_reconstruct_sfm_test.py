@@ -10,6 +10,7 @@ from PIL import Image
 
 from experiments import reconstruct as cli
 from keras_mvs import fusion
+from keras_mvs import reconstruct
 from keras_mvs.data import synthetic
 
 
@@ -83,7 +84,7 @@ def test_fit_filter_to_pairs_lowers_the_consistent_views():
     config = fusion.FilterConfig.preset("casmvsnet")
     pairs = [(0, [(1, 2.0), (2, 1.0)]), (1, [(0, 2.0), (2, 1.0)]),
              (2, [(0, 1.0)])]
-    fitted, adapted = cli.fit_filter_to_pairs(config, pairs)
+    fitted, adapted = reconstruct.fit_filter_to_pairs(config, pairs)
     assert config.min_consistent_views == 5
     assert fitted.min_consistent_views == 2
     assert adapted["min_consistent_views"]["requested"] == 5
@@ -95,9 +96,9 @@ def test_fit_filter_to_pairs_keeps_a_feasible_filter():
     config = fusion.FilterConfig.preset("casmvsnet")
     pairs = [(ref, [(src, 1.0) for src in range(8) if src != ref])
              for ref in range(8)]
-    assert cli.fit_filter_to_pairs(config, pairs) == (config, {})
+    assert reconstruct.fit_filter_to_pairs(config, pairs) == (config, {})
     dynamic = fusion.FilterConfig.preset("unimvsnet_dypcd")
-    assert cli.fit_filter_to_pairs(dynamic, pairs[:2])[1] == {}
+    assert reconstruct.fit_filter_to_pairs(dynamic, pairs[:2])[1] == {}
 
 
 @pytest.mark.large

@@ -444,3 +444,47 @@ def test_reconstruct_overwrite_removes_the_old_result_first(tmp_path, capsys,
     _assert_one_line(status, err, "00000033_cam.txt")
     assert not (out / "fused.ply").exists()
     assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--filter", "nonsense"], "--filter/--conf: Unknown filter preset"),
+    (["--conf", "0.5,0.5"], "--conf: expected one confidence threshold"),
+    (["--num-depths", "48,32"], "three multiples of 8"),
+    (["--views", "0"], "--views: expected a positive integer"),
+    (["--render-size", "640"], "--render-size: expected WIDTHxHEIGHT"),
+    (["--memory-budget-gb", "0"], "--memory-budget-gb must be positive"),
+    (["--gt-ply", "missing.ply"], "--gt-ply missing.ply: no such file"),
+])
+def test_reconstruct_arguments(tmp_path, capsys, scene, argv, needle):
+    out = tmp_path / "out"
+    status, err = _reconstruct(["--scene", str(scene), "--model", "none",
+                                "--out", str(out), *argv], capsys)
+    assert status == 2
+    _assert_one_line(status, err, needle)
+    assert not out.exists()
+
+
+# === render ===
+
+
+def test_render_arguments(tmp_path, capsys):
+    from experiments import render
+
+    cloud = tmp_path / "cloud.ply"
+    out = tmp_path / "view.png"
+    for argv, needle in (
+            ([str(cloud)], "cloud.ply: no such point cloud"),
+            ([str(cloud), "--size", "8x8"], "--size: expected WIDTHxHEIGHT"),
+    ):
+        status, err = _run(render.main, [*argv, "--out", str(out)], capsys)
+        assert status == 2
+        _assert_one_line(status, err, needle)
+    files.write_ply(str(cloud), np.zeros((0, 3), np.float32))
+    status, err = _run(render.main, [str(cloud), "--out", str(out)], capsys)
+    _assert_one_line(status, err, "cloud.ply: the cloud has no points")
+    files.write_ply(str(cloud), np.ones((4, 3), np.float32))
+    status, err = _run(render.main, [str(cloud), "--out", str(out),
+                                     "--camera", str(tmp_path / "x_cam.txt")],
+                       capsys)
+    _assert_one_line(status, err, "--camera", "x_cam.txt: no such cam file")
+    assert not out.exists()

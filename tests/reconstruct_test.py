@@ -1,5 +1,6 @@
 """Tests of keras_mvs.reconstruct on a tiny synthetic scene."""
 
+import argparse
 import json
 import shutil
 
@@ -16,6 +17,7 @@ from keras_mvs import reconstruct
 from keras_mvs import visualize
 from keras_mvs.data import formats
 from keras_mvs.data import scene as scene_lib
+from keras_mvs.reconstruct import cli
 
 HEIGHT, WIDTH, NUM_VIEWS = 64, 96, 6
 
@@ -179,10 +181,26 @@ def test_tiny_network_outputs(scene_dir, tiny_model, tmp_path):
         assert key in view
     assert set(written["timing"]) >= {"inference_seconds", "fusion_seconds",
                                       "total_seconds"}
+    # The cloud, the totals and the per-view counts agree, and a pixel is
+    # fused only when it passes both filters.
     points, _, _ = files.read_ply(str(tmp_path / "fused.ply"))
-    assert points.shape[0] == summary["totals"]["num_points"]
-    if points.shape[0] < 100:
-        assert summary["diagnosis"]
+    views = written["views"]
+    assert points.shape[0] == written["totals"]["num_points"] == sum(
+        v["points_kept"] for v in views) == summary["totals"]["num_points"]
+    for view in views:
+        assert view["pixels"] == 32 * 64
+        assert view["points_kept"] <= min(view["photometric_kept"],
+                                          view["geometric_kept"])
+    # The diagnosis names exactly the filters that removed over 90 % of
+    # the pixels (an untrained network is rarely confident, so usually the
+    # photometric one), and an empty cloud is never left unexplained.
+    totals = written["totals"]
+    hints = " ".join(written["diagnosis"])
+    assert ("photometric filter removed" in hints) == (
+        totals["photometric_rejection"] > 0.9)
+    assert ("geometric filter removed" in hints) == (
+        totals["geometric_rejection"] > 0.9)
+    assert points.shape[0] > 0 or written["diagnosis"]
 
 
 def test_with_num_depths_keeps_the_weights(tiny_model):
@@ -203,27 +221,43 @@ def test_with_num_depths_refuses_a_savedmodel(tmp_path):
 
 def test_mask_agreement_counts_points_outside_the_masks(scene_dir,
                                                        tmp_path):
-    """With view 0's mask cut to its left half, exactly the points that
-    project into its right half leave the visual hull."""
+    """Points built from known pixels of view 0 (its exact synthetic depth,
+    lifted through K and the pose) land on those pixels again. With view
+    0's mask cut to its left half and every other mask full, exactly the
+    points built from the right half leave the visual hull."""
     copy = shutil.copytree(scene_dir, tmp_path / "s")
-    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-    mask[:, :WIDTH // 2] = 255
-    Image.fromarray(mask).save(copy / "masks" / "00000000.png")
+    half = np.zeros((HEIGHT, WIDTH), np.uint8)
+    half[:, :WIDTH // 2] = 255
+    Image.fromarray(half).save(copy / "masks" / "00000000.png")
+    full = np.full((HEIGHT, WIDTH), 255, np.uint8)
+    for view_id in range(1, NUM_VIEWS):
+        Image.fromarray(full).save(copy / "masks" / f"{view_id:08d}.png")
     scene = scene_lib.MVSScene(copy)
-    points, _, _ = files.read_ply(str(copy / "gt_surface.ply"))
-    result = reconstruct.mask_agreement(points, scene, scene.view_ids)
 
     camera = scene.camera(0)
-    local = points @ camera.cam_from_world[:3, :3].T + (
-        camera.cam_from_world[:3, 3])
-    pixels = local @ camera.intrinsics.T
-    cols = np.round(pixels[:, 0] / pixels[:, 2])
-    rows = np.round(pixels[:, 1] / pixels[:, 2])
-    in_image = (cols >= 0) & (cols < WIDTH) & (rows >= 0) & (rows < HEIGHT)
-    right = in_image & (cols >= WIDTH // 2)
-    assert result["masked_views"] == NUM_VIEWS
+    depth = scene.depth(0).astype(np.float64)
+    rows, cols = np.nonzero(depth > 0)
+    rays = np.linalg.solve(camera.intrinsics, np.stack(
+        [cols, rows, np.ones_like(cols)]).astype(np.float64))  # [3, N]
+    points_cam = rays * depth[rows, cols]
+    world_from_cam = np.linalg.inv(camera.cam_from_world)
+    points = (world_from_cam[:3, :3] @ points_cam).T + world_from_cam[:3, 3]
+    # And one point behind view 0, which its mask must not count.
+    behind = world_from_cam[:3, 3] - 100.0 * world_from_cam[:3, 2]
+    result = reconstruct.mask_agreement(np.vstack([points, behind]), scene,
+                                        [0])
+
+    right = cols >= WIDTH // 2
+    assert 0 < right.sum() < len(cols)
+    assert result["masked_views"] == 1
+    assert result["projected_points"] == len(cols)
+    assert result["projection_fraction"] == pytest.approx(1.0 - right.mean())
     assert result["hull_fraction"] == pytest.approx(1.0 - right.mean())
-    assert 0.0 < result["hull_fraction"] < 1.0
+    everywhere = reconstruct.mask_agreement(points, scene, scene.view_ids)
+    assert everywhere["masked_views"] == NUM_VIEWS
+    assert everywhere["hull_fraction"] == pytest.approx(1.0 - right.mean())
+    assert reconstruct.mask_agreement(
+        points, scene_lib.MVSScene(scene_dir), []) is None
 
 
 def test_network_shape_of_a_savedmodel_config(tmp_path):
@@ -245,3 +279,52 @@ def test_diagnosis_names_the_photometric_filter():
     hints = reconstruct.diagnose(stats, 0, fusion.FilterConfig())
     assert hints and "photometric filter removed 99 %" in hints[0]
     assert "lower --conf" in hints[0]
+
+
+def test_comma_tuple_parses_and_names_what_it_expected():
+    parse = cli.comma_tuple(
+        int, (3,), "three multiples of 8", valid=lambda v: v % 8 == 0)
+    assert parse("48,32,8") == (48, 32, 8)
+    for text in ("48,32", "48,30,8", "a,b,c", ""):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=f"expected three multiples of 8; "
+                           f"received '{text}'"):
+            parse(text)
+    either = cli.comma_tuple(float, (1, 3), "one or three")
+    assert either("0.5") == (0.5,)
+    assert either("0.1,0.15,0.9") == (0.1, 0.15, 0.9)
+
+
+def test_size_and_positive_int_arguments():
+    size = cli.image_size(16)
+    assert size("640x480") == size("640X480") == (640, 480)
+    for text in ("15x480", "640", "axb", "640x480x3"):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match="WIDTHxHEIGHT such as 640x480"):
+            size(text)
+    assert cli.positive_int("3") == 3
+    for text in ("0", "-2", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive"):
+            cli.positive_int(text)
+
+
+def test_evaluate_against_reads_ply_and_npz(tmp_path):
+    # Ground truth on a 1 mm grid; the cloud is the same grid moved 0.5 mm
+    # off the plane: every distance is exactly 0.5.
+    grid = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0)),
+                    -1).reshape(-1, 2)
+    truth = np.concatenate([grid, np.zeros((100, 1))], 1).astype(np.float32)
+    cloud = truth + np.float32([0.0, 0.0, 0.5])
+    files.write_ply(str(tmp_path / "gt.ply"), truth)
+    np.savez(tmp_path / "gt.npz", xyz=truth)
+    for name in ("gt.ply", "gt.npz"):
+        metrics = reconstruct.evaluate_against(cloud, tmp_path / name,
+                                               threshold=1.0)
+        assert metrics["accuracy"] == pytest.approx(0.5)
+        assert metrics["completeness"] == pytest.approx(0.5)
+        assert metrics["precision"] == metrics["recall"] == 1.0
+        assert reconstruct.evaluate_against(
+            cloud, tmp_path / name, threshold=0.4)["fscore"] == 0.0
+    np.savez(tmp_path / "bad.npz", points=truth)
+    with pytest.raises(ValueError, match="bad.npz: expected an array 'xyz'"):
+        reconstruct.evaluate_against(cloud, tmp_path / "bad.npz", 1.0)
