@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_mvs.layers import conv_blocks
+from keras_mvs.testing.layers import run_layer_test
 
 BN_EPSILON = 1e-5
 
@@ -197,3 +198,21 @@ def test_config_round_trip():
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=f"{match}.*Received"):
         conv_blocks.ConvBnReLU(**kwargs)
+
+
+@pytest.mark.parametrize("init_kwargs,shape,expected", [
+    ({"filters": 3, "kernel_size": 5, "strides": 2, "padding": 2, "rank": 2},
+     (2, 8, 10, 4), (2, 4, 5, 3)),
+    ({"filters": 3, "kernel_size": 3, "strides": 1, "padding": 1, "rank": 3},
+     (2, 3, 4, 5, 2), (2, 3, 4, 5, 3)),
+])
+def test_conv_block_layer_contract(tmp_path, init_kwargs, shape, expected):
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    run_layer_test(conv_blocks.ConvBnReLU, init_kwargs, x, expected,
+                   tmp_path, call_kwargs={"groups": 2})
+
+
+def test_deconv_block_layer_contract(tmp_path):
+    x = np.random.default_rng(0).normal(size=(1, 2, 3, 4, 5))
+    run_layer_test(conv_blocks.DeconvBnReLU3D, {"filters": 3},
+                   x.astype(np.float32), (1, 4, 6, 8, 3), tmp_path)
