@@ -351,7 +351,10 @@ def load_state_dict(path: PathLike) -> dict:
     extension = os.path.splitext(path)[1].lower()
     if extension == NPZ_EXTENSION:
         try:
-            with np.load(path, allow_pickle=False) as archive:
+            # Our own handle: np.load(path) leaves the file it opened open
+            # when the archive is damaged (its zip reader raises first).
+            with open(path, "rb") as handle, np.load(
+                    handle, allow_pickle=False) as archive:
                 state_dict = {key: archive[key] for key in archive.files}
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
             # numpy's own message ("pickled (object) data", "not a zip

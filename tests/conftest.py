@@ -9,11 +9,33 @@ import pytest
 # absolute path.
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _MVS_DATA = _REPO_ROOT.parent / "shared" / "mvs_data"
+# Its small copy inside the repository (tools/make_test_fixtures.py).
+_FIXTURE_MVS_DATA = _REPO_ROOT / "tests" / "fixtures" / "mvs_data"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> pathlib.Path:
+    """`tests/fixtures/mvs_data`: every real scene, small, in any checkout.
+
+    The layout of `../shared/mvs_data` with every view; images, masks and K
+    reduced by a point-sampling step, DTU scan24's sparse points thinned,
+    raw office_room files byte for byte (tools/make_test_fixtures.py says
+    exactly how). The tests read this copy even when `../shared` is present,
+    so they check the same values in every checkout; the full-size data is
+    for the `large` tests (`mvs_data_dir`). The copy is part of the
+    repository: a missing one is an error, not a skip.
+    """
+    if not _FIXTURE_MVS_DATA.is_dir():
+        raise FileNotFoundError(
+            f"{_FIXTURE_MVS_DATA} is missing; it is committed with the "
+            "tests (regenerate it with tools/make_test_fixtures.py)")
+    return _FIXTURE_MVS_DATA
 
 
 @pytest.fixture(scope="session")
 def mvs_data_dir() -> pathlib.Path:
-    """`<repo root>/../shared/mvs_data`: real photographs in MVSNet layout."""
+    """`<repo root>/../shared/mvs_data`: the full-size real scenes (for the
+    `large` tests; skips when the folder is absent)."""
     if not _MVS_DATA.is_dir():
         pytest.skip(f"real MVS test data not found at {_MVS_DATA} "
                     "(expected ../shared/mvs_data beside the repository)")

@@ -432,7 +432,8 @@ def test_time_budget_stops_after_the_budget_and_says_where(monkeypatch,
 class TestInit:
 
     @pytest.fixture(scope="class")
-    def init_model(self, tmp_path_factory):
+    @classmethod
+    def init_model(cls, tmp_path_factory):
         from keras_mvs.models import CascadeMVSNet
 
         network = CascadeMVSNet(num_depths=(8, 8, 8), base_channels=4,

@@ -78,8 +78,8 @@ def test_two_fields_min_max_rule():
     assert equal.depth_range(2, 1.0) == (5.0, 10.0)
 
 
-def test_raw_office_room_cams_are_min_max(mvs_data_dir):
-    cams = sorted((mvs_data_dir / "raw/office_room_rcv/cams").glob("*.txt"))
+def test_raw_office_room_cams_are_min_max(real_data_dir):
+    cams = sorted((real_data_dir / "raw/office_room_rcv/cams").glob("*.txt"))
     assert len(cams) == 40
     for path in cams:
         camera = formats.read_cam_file(path)
@@ -90,9 +90,9 @@ def test_raw_office_room_cams_are_min_max(mvs_data_dir):
     assert first.intrinsics[0, 2] == 1200.0
 
 
-def test_converted_office_room_cam_four_fields(mvs_data_dir):
+def test_converted_office_room_cam_four_fields(real_data_dir):
     camera = formats.read_cam_file(
-        mvs_data_dir / "mvsnet_format/office_room/cams/00000000_cam.txt")
+        real_data_dir / "mvsnet_format/office_room/cams/00000000_cam.txt")
     assert camera.depth_line == "min_interval_num_max"
     assert camera.num_depths == 192
     # max' = 4.336407 + 192 * 0.021592 = 8.482071; interval' = 0.021592
@@ -295,8 +295,8 @@ def test_pair_truncated_last_block_keeps_complete_entries():
     assert pairs[1] == (1, [(0, 2.0), (3, 1.5), (2, 0.7)])
 
 
-def test_raw_office_room_pair_file(mvs_data_dir):
-    path = mvs_data_dir / "raw/office_room_rcv/pair.txt"
+def test_raw_office_room_pair_file(real_data_dir):
+    path = real_data_dir / "raw/office_room_rcv/pair.txt"
     with pytest.warns(formats.FormatWarning) as record:
         pairs = data.read_pair_file(path)
     messages = [str(w.message) for w in record]

@@ -363,10 +363,10 @@ def test_load_view_resizes_image_and_intrinsics(tmp_path, strict_warnings):
         scene.load_view(1, 0, 16)
 
 
-def test_raw_office_room_layout(tmp_path, mvs_data_dir):
+def test_raw_office_room_layout(tmp_path, real_data_dir):
     """The raw office_room cams (K for 2400x1591, depth line 'min max') and
     its truncated pair.txt, with stand-in photos at 1/8 size."""
-    raw = mvs_data_dir / "raw" / "office_room_rcv"
+    raw = real_data_dir / "raw" / "office_room_rcv"
     root = tmp_path / "office_room_rcv"
     shutil.copytree(raw / "cams", root / "cams")
     shutil.copy(raw / "pair.txt", root / "pair.txt")

@@ -338,7 +338,8 @@ def test_make_synthetic_writes_consecutive_seeds(tmp_path, capsys):
     assert configs[0]["specular"] == 0.0
     assert len(list((folders[1] / "images").iterdir())) == 2
     # Image beside depth with an 8-pixel gap.
-    assert Image.open(tmp_path / "preview.png").size == (2 * 40 + 8, 32)
+    with Image.open(tmp_path / "preview.png") as preview:
+        assert preview.size == (2 * 40 + 8, 32)
     with pytest.raises(SystemExit, match="overwrite"):
         make_synthetic.main(["--out", str(tmp_path), "--scenes", "1"])
 

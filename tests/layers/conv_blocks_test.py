@@ -8,11 +8,11 @@ tests import them (same directory).
 
 import itertools
 
-import keras
 import numpy as np
 import pytest
 
 from keras_mvs.layers import conv_blocks
+from keras_mvs.testing.layers import run_layer_test
 
 BN_EPSILON = 1e-5
 
@@ -120,18 +120,26 @@ def test_conv_block_matches_pytorch_semantics(rank, kernel_size, strides,
     np.testing.assert_allclose(actual, expected, atol=2e-5)
 
 
-def test_keras_same_padding_differs_on_even_sizes():
-    # Why the blocks pad explicitly: stride-2 "same" on an even size pads
-    # (1, 2) for k5, shifting every output by one input pixel.
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1, 8, 10, 3)).astype(np.float32)
-    weight = rng.normal(size=(4, 3, 5, 5))
-    conv = keras.layers.Conv2D(4, 5, strides=2, padding="same",
-                               use_bias=False)
-    conv.build(x.shape)
-    conv.kernel.assign(keras_kernel(weight))
-    expected = reference_conv(x, weight, 2, 2)
-    assert np.abs(np.asarray(conv(x)) - expected).max() > 0.1
+@pytest.mark.parametrize("spatial", [(8, 10), (7, 9)])
+def test_stride_two_block_pads_symmetrically(spatial):
+    # An impulse at input index i must reach exactly the outputs o whose
+    # PyTorch window 2 o - 2 .. 2 o + 2 (k5, s2, p2) contains it, on even
+    # sizes too (where Keras "same" would pad (1, 2) and shift the window).
+    block = conv_blocks.ConvBnReLU(1, 5, 2, 2, rank=2)
+    block.build((1,) + spatial + (1,))
+    block.conv.kernel.assign(np.ones((5, 5, 1, 1), np.float32))
+    block.bn.moving_variance.assign([1.0 - BN_EPSILON])
+    for axis, size in enumerate(spatial):
+        outputs = (size + 2 * 2 - 5) // 2 + 1
+        for i in range(size):
+            x = np.zeros((1,) + spatial + (1,), np.float32)
+            x[(0,) + (i if axis == 0 else 0, i if axis == 1 else 0)] = 1.0
+            y = np.asarray(block(x, training=False))[0, ..., 0]
+            reached = np.flatnonzero(
+                (y[:, 0] if axis == 0 else y[0, :]) > 0.5)
+            expected = [o for o in range(outputs)
+                        if 2 * o - 2 <= i <= 2 * o + 2]
+            assert reached.tolist() == expected, (axis, i)
 
 
 @pytest.mark.parametrize("spatial", [(2, 3, 4), (3, 5, 7)])
@@ -190,3 +198,21 @@ def test_config_round_trip():
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=f"{match}.*Received"):
         conv_blocks.ConvBnReLU(**kwargs)
+
+
+@pytest.mark.parametrize("init_kwargs,shape,expected", [
+    ({"filters": 3, "kernel_size": 5, "strides": 2, "padding": 2, "rank": 2},
+     (2, 8, 10, 4), (2, 4, 5, 3)),
+    ({"filters": 3, "kernel_size": 3, "strides": 1, "padding": 1, "rank": 3},
+     (2, 3, 4, 5, 2), (2, 3, 4, 5, 3)),
+])
+def test_conv_block_layer_contract(tmp_path, init_kwargs, shape, expected):
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    run_layer_test(conv_blocks.ConvBnReLU, init_kwargs, x, expected,
+                   tmp_path, call_kwargs={"groups": 2})
+
+
+def test_deconv_block_layer_contract(tmp_path):
+    x = np.random.default_rng(0).normal(size=(1, 2, 3, 4, 5))
+    run_layer_test(conv_blocks.DeconvBnReLU3D, {"filters": 3},
+                   x.astype(np.float32), (1, 4, 6, 8, 3), tmp_path)

@@ -10,6 +10,7 @@ from conv_blocks_test import reference_conv_transpose
 from conv_blocks_test import set_block
 
 from keras_mvs.layers import cost_regularization
+from keras_mvs.testing.layers import run_layer_test
 
 # (name, in, out, stride) for b = 4, input 6 channels; conv7/9/11 are the
 # transposed blocks (PyTorch weight layout (in, out, k, k, k)).
@@ -70,3 +71,10 @@ def test_config_and_bad_arguments():
     assert clone.base_channels == 4
     with pytest.raises(ValueError, match="base_channels.*Received"):
         cost_regularization.CostRegularization(base_channels=-1)
+
+
+def test_layer_contract(tmp_path):
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 16, 4))
+    run_layer_test(cost_regularization.CostRegularization,
+                   {"base_channels": 2}, x.astype(np.float32), (1, 8, 8, 16),
+                   tmp_path)

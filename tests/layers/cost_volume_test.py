@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from keras_mvs.layers import cost_volume
+from keras_mvs.testing.layers import run_layer_test
 
 
 def _volumes(channels, num_sources=2, seed=0):
@@ -85,3 +86,12 @@ def test_config_round_trip():
     layer = cost_volume.CostVolume("groupwise", groups=4)
     clone = cost_volume.CostVolume.from_config(layer.get_config())
     assert (clone.aggregation, clone.groups) == ("groupwise", 4)
+
+
+@pytest.mark.parametrize("aggregation,expected_channels", [
+    ("variance", 8), ("adaptive", 8), ("groupwise", 4)])
+def test_layer_contract(tmp_path, aggregation, expected_channels):
+    ref, warped = _volumes(8, num_sources=3)
+    run_layer_test(cost_volume.CostVolume,
+                   {"aggregation": aggregation, "groups": 4}, (ref, warped),
+                   (2, 5, 3, 4, expected_channels), tmp_path)

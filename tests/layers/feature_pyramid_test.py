@@ -8,6 +8,7 @@ from conv_blocks_test import reference_conv
 from conv_blocks_test import set_block
 
 from keras_mvs.layers import feature_pyramid
+from keras_mvs.testing.layers import run_layer_test
 
 # (block, in, out, kernel, stride, padding) of ALGORITHMS.md 2.1, c = 8.
 BLOCKS = (
@@ -85,3 +86,11 @@ def test_weight_count_and_config():
 def test_rejects_bad_base_channels():
     with pytest.raises(ValueError, match="base_channels.*Received"):
         feature_pyramid.FeaturePyramid(base_channels=0)
+
+
+def test_layer_contract(tmp_path):
+    x = np.random.default_rng(0).uniform(size=(4, 16, 24, 3))
+    run_layer_test(feature_pyramid.FeaturePyramid, {"base_channels": 2},
+                   x.astype(np.float32),
+                   [(4, 4, 6, 8), (4, 8, 12, 4), (4, 16, 24, 2)], tmp_path,
+                   call_kwargs={"views": 2})

@@ -1,0 +1,33 @@
+"""BatchNorm: the shared layer contract, and per-group statistics."""
+
+import numpy as np
+
+from keras_mvs.layers import batch_norm
+from keras_mvs.testing.layers import run_layer_test
+
+
+def test_batch_norm_layer_contract(tmp_path):
+    x = np.random.default_rng(0).normal(size=(4, 3, 5, 6)).astype(np.float32)
+    run_layer_test(batch_norm.BatchNorm, {"momentum": 0.8, "epsilon": 1e-3},
+                   x, (4, 3, 5, 6), tmp_path, call_kwargs={"groups": 2})
+
+
+def test_batch_norm_defaults_are_pytorch_s():
+    layer = batch_norm.BatchNorm.from_config(
+        batch_norm.BatchNorm().get_config())
+    assert (layer.epsilon, layer.momentum) == (1e-5, 0.9)
+
+
+def test_groups_are_normalised_apart():
+    # Batch index b * G + g: group 0 holds samples 0 and 2, group 1 samples
+    # 1 and 3; each group is normalised with its own mean and variance.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 2, 3, 5)).astype(np.float32)
+    x[1::2] = 10.0 + 3.0 * x[1::2]
+    layer = batch_norm.BatchNorm(center=False, scale=False)
+    y = np.asarray(layer(x, training=True, groups=2))
+    for group in (0, 1):
+        members = x[group::2]
+        expected = (members - members.mean(axis=(0, 1, 2))) / np.sqrt(
+            members.var(axis=(0, 1, 2)) + 1e-5)
+        np.testing.assert_allclose(y[group::2], expected, atol=1e-4)
