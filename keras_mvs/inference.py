@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from keras_mvs import export
+from keras_mvs import models
 from keras_mvs import presets
 
 PathLike = Union[str, pathlib.Path]
@@ -77,7 +78,7 @@ def load_model(path: PathLike) -> Predictor:
     """
     if presets.is_preset(str(path)) and not pathlib.Path(path).exists():
         return Predictor(pathlib.Path(str(path)), "preset",
-                         network=presets.load_preset(str(path)))
+                         network=models.CascadeMVSNet.from_preset(str(path)))
     path = pathlib.Path(path)
     if path.is_dir() and (path / "model.keras").is_file():
         path = path / "model.keras"

@@ -36,6 +36,8 @@ from torch import nn
 NUM_DEPTHS = (48, 32, 8)
 INTERVAL_RATIOS = (4.0, 2.0, 1.0)
 NUM_DEPTHS_BASE = 192  # N0: the base interval is range / N0 (1.9)
+# Restated, not imported: this file runs in a PyTorch-only environment
+# (keras_mvs.models.cas_mvsnet.STAGE_SCALES is the library's definition).
 STAGE_SCALES = (0.25, 0.5, 1.0)
 
 

@@ -35,15 +35,15 @@ from keras_mvs.losses.depth import _spatial_size
 from keras_mvs.losses.depth import downsample_to
 from keras_mvs.losses.depth import masked_smooth_l1
 from keras_mvs.losses.depth import supervised_cascade_loss
+from keras_mvs.models.cas_mvsnet import IMAGENET_MEAN
 
 # Weight of the scene-level consistency loss (`CL:main.py --w_scc`).
 SCC_WEIGHT = 0.01
 # The regular branch's confidence above which SCC supervises a pixel
 # (`CL:main.py --mask_conf`).
 SCC_CONFIDENCE_THRESHOLD = 0.95
-# ImageNet mean colour: a masked element becomes this value, which is 0 in
-# the network's ImageNet-normalised input space, as in the reference.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+# A masked element becomes the ImageNet mean colour (IMAGENET_MEAN), which is
+# 0 in the network's ImageNet-normalised input space, as in the reference.
 
 
 def _consistency_loss(

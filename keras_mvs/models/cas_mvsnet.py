@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_mvs import geometry
 from keras_mvs import heads
+from keras_mvs import presets
 from keras_mvs.layers import conv_blocks
 from keras_mvs.layers import cost_regularization
 from keras_mvs.layers import cost_volume
@@ -251,10 +252,16 @@ class CascadeMVSNet(keras.Model):
 
         Returns:
             The built network with the preset's weights.
-        """
-        from keras_mvs import presets
 
-        return presets.load_preset(name, **overrides)
+        Raises:
+            ValueError: unknown preset (the message lists the shipped ones).
+            FileNotFoundError: the weights file is missing from the install.
+        """
+        info = presets.preset_info(name)
+        network = cls(**{**info["network"], **overrides})
+        network.build()
+        network.load_weights(str(presets.weights_path(name)))
+        return network
 
     def _feature_channels(self) -> tuple:
         c = self.base_channels

@@ -10,7 +10,7 @@ reproduce it, seed, steps, wall time, machine) and its held-out figures.
 Example:
     >>> from keras_mvs import presets
     >>> sorted(presets.list_presets())
-    >>> network = presets.load_preset("synthetic_unity")
+    >>> network = CascadeMVSNet.from_preset("synthetic_unity")
 """
 
 import functools
@@ -56,30 +56,16 @@ def preset_info(name: str) -> dict:
     return presets[name]
 
 
-def load_preset(name: str, **overrides):
-    """Builds the network of preset `name` and loads its weights.
-
-    Args:
-        name: a key of `list_presets()`.
-        **overrides: constructor arguments that change nothing in the
-            weights, e.g. `xla_warp=True` or `num_depths=(64, 32, 8)`.
-
-    Returns:
-        A built `keras_mvs.models.CascadeMVSNet` with the preset's weights.
+def weights_path(name: str) -> pathlib.Path:
+    """The weights file of preset `name`.
 
     Raises:
         ValueError: unknown preset.
         FileNotFoundError: the weights file is missing from the install.
     """
-    from keras_mvs.models import cas_mvsnet
-
-    info = preset_info(name)
-    weights = PRESETS_DIR / info["weights"]
+    weights = PRESETS_DIR / preset_info(name)["weights"]
     if not weights.is_file():
         raise FileNotFoundError(
             f"Preset {name!r}: its weights file {weights} is missing; "
             "reinstall keras-mvs.")
-    network = cas_mvsnet.CascadeMVSNet(**{**info["network"], **overrides})
-    network.build()
-    network.load_weights(str(weights))
-    return network
+    return weights

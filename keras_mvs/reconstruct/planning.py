@@ -20,6 +20,8 @@ import tensorflow as tf
 
 from keras_mvs import inference
 from keras_mvs.data import scene as scene_lib
+from keras_mvs.models.cas_mvsnet import SIZE_MULTIPLE
+from keras_mvs.models.cas_mvsnet import STAGE_SCALES
 from keras_mvs.reconstruct.errors import InsufficientMemoryError
 from keras_mvs.reconstruct.errors import ReconstructionError
 
@@ -30,9 +32,6 @@ DEFAULT_MAX_WIDTH = 1152
 # N0 and the interval scale of the test loaders (ALGORITHMS.md 1.9, 1.1).
 DEFAULT_NUM_DEPTHS_BASE = 192
 DEFAULT_INTERVAL_SCALE = 1.06
-# Cascade stage resolutions and the network's size multiple (DESIGN.md 5).
-STAGE_SCALES = (0.25, 0.5, 1.0)
-SIZE_MULTIPLE = 32
 # What a SavedModel without a stored network config is assumed to hold: its
 # signature does not expose the network's settings, so the memory estimate
 # uses the reference defaults.
