@@ -64,6 +64,27 @@ class BatchNorm(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, groups=None):
         if not (training and self.trainable):
             return super().call(inputs, training=False)
+        outputs, means, variances = self.normalize_training(inputs, groups)
+        self.update_moving_statistics(means, variances)
+        return outputs
+
+    def normalize_training(self, inputs, groups=None):
+        """Training-mode normalisation without the moving-average update.
+
+        `call(training=True)` is this followed by
+        `update_moving_statistics`; the split lets a loop (the per-source
+        cost aggregation) normalise inside its body and apply the updates,
+        in order, once the loop is done.
+
+        Args:
+            inputs: `[B * G, ..., C]`, groups innermost.
+            groups: G (int or scalar int tensor), or None for one group.
+
+        Returns:
+            `(outputs, means, variances)`: the normalised tensor (shape and
+            compute dtype of `inputs`) and the `[G, C]` float32 batch means
+            and unbiased batch variances that the moving averages take.
+        """
         x = tf.cast(inputs, tf.float32)
         shape = tf.shape(x)
         num_groups = 1 if groups is None else groups
@@ -71,38 +92,37 @@ class BatchNorm(keras.layers.BatchNormalization):
             x, tf.concat([[-1, num_groups], shape[1:]], 0))  # [B, G, ..., C]
         rank = len(inputs.shape) + 1
         axes = [0] + list(range(2, rank - 1))
-        count = tf.cast(tf.reduce_prod(tf.shape(grouped)) // (
-            tf.shape(grouped)[1] * tf.shape(grouped)[-1]), tf.float32)
+        # Values per group and channel, over all replicas when synchronized.
+        count = self._sum(tf.cast(tf.reduce_prod(tf.shape(grouped)) // (
+            tf.shape(grouped)[1] * tf.shape(grouped)[-1]), tf.float32))
+        # Two passes (mean, then squared deviations), as PyTorch computes
+        # them: E[x^2] - E[x]^2 loses digits in float32.
+        mean = self._sum(grouped, axes) / count  # [G, C]
         stats_shape = tf.concat(
             [[1, num_groups], tf.ones([rank - 3], tf.int32), [-1]], 0)
-        context = tf.distribute.get_replica_context()
-        if (self.synchronized and context is not None
-                and context.num_replicas_in_sync > 1):
-            total, count = context.all_reduce(
-                tf.distribute.ReduceOp.SUM,
-                [tf.reduce_sum(grouped, axis=axes), count])
-            mean = total / count  # [G, C]
-            centred = grouped - tf.reshape(mean, stats_shape)
-            variance = context.all_reduce(
-                tf.distribute.ReduceOp.SUM,
-                tf.reduce_sum(tf.square(centred), axis=axes)) / count
-        else:
-            # Two passes (mean, then squared deviations), as PyTorch
-            # computes them: E[x^2] - E[x]^2 loses digits in float32.
-            mean = tf.reduce_mean(grouped, axis=axes)  # [G, C]
-            centred = grouped - tf.reshape(mean, stats_shape)
-            variance = tf.reduce_mean(tf.square(centred), axis=axes)
-        self._update_moving_statistics(
-            mean, variance * count / tf.maximum(count - 1.0, 1.0))
+        centred = grouped - tf.reshape(mean, stats_shape)
+        variance = self._sum(tf.square(centred), axes) / count
 
         gamma = self.gamma if self.scale else 1.0
         beta = self.beta if self.center else 0.0
         scale = gamma * tf.math.rsqrt(variance + self.epsilon)  # [G, C]
         outputs = (centred * tf.reshape(scale, stats_shape)
                    + tf.reshape(beta * tf.ones_like(scale), stats_shape))
-        return tf.cast(tf.reshape(outputs, shape), self.compute_dtype)
+        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+        return (tf.cast(tf.reshape(outputs, shape), self.compute_dtype),
+                tf.stop_gradient(mean), tf.stop_gradient(unbiased))
 
-    def _update_moving_statistics(self, means, variances) -> None:
+    def _sum(self, x, axes=None):
+        """Sum over `axes`, then over the replicas when synchronized."""
+        if axes is not None:
+            x = tf.reduce_sum(x, axis=axes)
+        if self.synchronized:
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                x = context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+        return x
+
+    def update_moving_statistics(self, means, variances) -> None:
         """G successive momentum updates with `[G, C]` batch statistics.
 
         After G updates `m <- a m + (1 - a) s_g` the moving value is

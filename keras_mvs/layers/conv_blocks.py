@@ -141,6 +141,23 @@ class ConvBnReLU(keras.layers.Layer):
         return keras.activations.relu(
             self.bn(x, training=training, groups=groups))
 
+    def call_training_deferred(self, inputs, groups=None):
+        """Training-mode call that returns, not applies, the BN update.
+
+        Args:
+            inputs: as `call`.
+            groups: as `call`.
+
+        Returns:
+            `(outputs, means, variances)`: what `call(training=True)`
+            returns, and the `[G, C]` statistics to pass to
+            `self.bn.update_moving_statistics` afterwards.
+        """
+        x = inputs if self.pad is None else self.pad(inputs)
+        x, means, variances = self.bn.normalize_training(
+            self.conv(x), groups)
+        return keras.activations.relu(x), means, variances
+
     def compute_output_shape(self, input_shape):
         def out(n):
             if n is None:

@@ -128,6 +128,140 @@ class CostVolume(keras.layers.Layer):
                       axis=0))  # [B, D, H, W, G, C/G]
         return tf.reduce_mean(grouped, axis=-1)
 
+    def accumulate(self, ref_features, src_features, src_projections, warp,
+                   num_depths, training=None, recompute=False):
+        """The cost volume of `call`, built one source at a time.
+
+        `call` needs every source's warped volume at once, `[B, N, D, H, W,
+        C]`; this method warps source v, adds its term to running sums and
+        drops it before warping source v + 1 (a `tf.while_loop`, so N may be
+        dynamic in graph mode): variance keeps the sum and the sum of
+        squares over the views, group-wise correlation the sum of the
+        group-averaged products, adaptive the sum of `(1 + w_v) * E_v`. The
+        result equals `call` up to float rounding (the sums run in another
+        order), gradients included. In training, the adaptive weight net's
+        BatchNorm normalises each source with its own statistics, as the
+        reference's one call per source does, and the moving averages take
+        one momentum update per source in source order (what `call` does
+        with `groups=N`), carried through the loop and assigned after it.
+
+        Args:
+            ref_features: `[B, H, W, C]` reference features.
+            src_features: `[B, N, H, W, C]` source features (N >= 1).
+            src_projections: `[B, N, 4, 4]` the sources' projection
+                matrices, handed to `warp` one at a time.
+            warp: callable `(features [B, H, W, C], projection [B, 4, 4]) ->
+                [B, D, H, W, C]` (the plane-sweep warp onto the reference).
+            num_depths: D, a Python int.
+            training: BatchNorm mode of the adaptive weight net.
+            recompute: keep no per-source activation for the backward pass
+                and recompute each source's term (warp included) when the
+                gradient is taken (`tf.recompute_grad`): one more warp per
+                source in the backward pass, for the memory of N warped
+                volumes and their sampler intermediates. For "adaptive"
+                only the warp is recomputed (the warped volume is kept):
+                `tf.recompute_grad` cannot differentiate the weight net's
+                variables inside the loop.
+
+        Returns:
+            The `call` output: `[B, D, H, W, C]` or `[B, D, H, W, G]` in the
+            compute dtype.
+        """
+        ref = tf.convert_to_tensor(ref_features)  # [B, H, W, C]
+        src_features = tf.convert_to_tensor(src_features)
+        src_projections = tf.convert_to_tensor(src_projections)
+        channels = ref.shape[-1]
+        num_sources = tf.shape(src_features)[1]
+        dtype = ref.dtype
+        deferred = bool(training) and self.aggregation == "adaptive" and (
+            self.w_net_0.bn.trainable and self.w_net_1.bn.trainable)
+
+        sample = warp
+        if recompute and self.aggregation == "adaptive":
+            # tf.recompute_grad cannot take the weight net's variables
+            # inside a while loop; recompute the warp alone.
+            sample = tf.recompute_grad(warp)
+
+        def term(ref, src, projection):
+            warped = tf.cast(sample(src, projection), dtype)  # [B,D,H,W,C]
+            if self.aggregation == "variance":
+                return warped, tf.square(warped)
+            volume_ref = ref[:, tf.newaxis]
+            if self.aggregation == "groupwise":
+                products = volume_ref * warped
+                shape = tf.shape(products)
+                grouped = tf.reshape(products, tf.concat(
+                    [shape[:-1], [self.groups, channels // self.groups]], 0))
+                return (tf.reduce_mean(grouped, axis=-1),)
+            errors = tf.square(volume_ref - warped)  # [B, D, H, W, C]
+            if not deferred:
+                weights = self.w_net_1(
+                    self.w_net_0(errors, training=training),
+                    training=training)
+                return ((1.0 + weights) * errors,)
+            hidden, mean_0, var_0 = self.w_net_0.call_training_deferred(
+                errors)
+            weights, mean_1, var_1 = self.w_net_1.call_training_deferred(
+                hidden)
+            return (1.0 + weights) * errors, mean_0, var_0, mean_1, var_1
+
+        if recompute and self.aggregation != "adaptive":
+            term = tf.recompute_grad(term)
+
+        out_channels = self.groups if self.aggregation == "groupwise" else (
+            channels)
+        shape = tf.shape(ref)
+        volume_shape = tf.stack(
+            [shape[0], num_depths, shape[1], shape[2], out_channels])
+        if self.aggregation == "variance":
+            ref_volume = tf.broadcast_to(ref[:, tf.newaxis], volume_shape)
+            sums = [ref_volume, tf.square(ref_volume)]
+        else:
+            sums = [tf.zeros(volume_shape, dtype)]
+        # The moving averages, carried through the loop and updated once per
+        # source (PyTorch's sequential momentum updates), assigned after it.
+        norms = [self.w_net_0.bn, self.w_net_1.bn] if deferred else []
+        moving = []
+        for norm in norms:
+            moving += [tf.convert_to_tensor(norm.moving_mean),
+                       tf.convert_to_tensor(norm.moving_variance)]
+        # The loop keeps the channels static; the sizes the shape inference
+        # knows before it (oneDNN's Conv3DTranspose needs them) are restored
+        # after it.
+        static_shape = sums[0].shape
+        invariant = tf.TensorShape([None, None, None, None, out_channels])
+
+        def body(index, sums, moving):
+            outputs = term(ref, src_features[:, index],
+                           src_projections[:, index])
+            sums = [total + value
+                    for total, value in zip(sums, outputs[:len(sums)])]
+            moving = [
+                momentum * value + (1.0 - momentum) * statistic[0]
+                for value, statistic, momentum in zip(
+                    moving, outputs[len(sums):],
+                    [norm.momentum for norm in norms for _ in range(2)])]
+            return index + 1, sums, moving
+
+        _, sums, moving = tf.while_loop(
+            lambda index, sums, moving: index < num_sources, body,
+            (tf.constant(0), sums, moving),
+            shape_invariants=(tf.TensorShape([]), [invariant] * len(sums),
+                              [value.shape for value in moving]),
+            parallel_iterations=1)
+        for i, norm in enumerate(norms):
+            norm.moving_mean.assign(moving[2 * i])
+            norm.moving_variance.assign(moving[2 * i + 1])
+
+        if self.aggregation == "variance":
+            num_views = tf.cast(num_sources + 1, dtype)
+            mean = sums[0] / num_views
+            cost = sums[1] / num_views - tf.square(mean)
+        else:
+            cost = sums[0] / tf.cast(num_sources, dtype)
+        cost.set_shape(static_shape)
+        return cost
+
     def compute_output_shape(self, ref_features_shape,
                              warped_features_shape):
         channels = (self.groups if self.aggregation == "groupwise"

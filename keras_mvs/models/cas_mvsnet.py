@@ -106,6 +106,10 @@ class CascadeMVSNet(keras.Model):
             statistics over all replicas of the distribution strategy
             (SyncBN, as the reference multi-GPU training) rather than per
             replica. No effect on one device or at inference.
+        recompute_sources: in training, keep no source's warped volume for
+            the backward pass but warp it again there
+            (`CostVolume.accumulate(recompute=True)`): less memory, one more
+            warp per source and stage. No effect at inference.
         **kwargs: forwarded to `keras.Model`.
 
     Call arguments:
@@ -153,6 +157,7 @@ class CascadeMVSNet(keras.Model):
         warp_sampling: str = "exact",
         xla_warp: bool = False,
         sync_batchnorm: bool = False,
+        recompute_sources: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -207,6 +212,10 @@ class CascadeMVSNet(keras.Model):
         if not isinstance(xla_warp, bool):
             raise ValueError(
                 f"`xla_warp` must be a bool. Received: xla_warp={xla_warp!r}")
+        if not isinstance(recompute_sources, bool):
+            raise ValueError(
+                "`recompute_sources` must be a bool. Received: "
+                f"recompute_sources={recompute_sources!r}")
         if not isinstance(sync_batchnorm, bool):
             raise ValueError(
                 f"`sync_batchnorm` must be a bool. Received: "
@@ -215,6 +224,7 @@ class CascadeMVSNet(keras.Model):
         self.warp_sampling = warp_sampling
         self.xla_warp = xla_warp
         self.sync_batchnorm = sync_batchnorm
+        self.recompute_sources = recompute_sources
 
         # === Layers ===
         self.feature_pyramid = feature_pyramid.FeaturePyramid(
@@ -328,7 +338,6 @@ class CascadeMVSNet(keras.Model):
 
         shape = tf.shape(images)
         batch, num_views, height, width = shape[0], shape[1], shape[2], shape[3]
-        num_sources = num_views - 1
         if self.input_normalization == "imagenet":
             images = (images - IMAGENET_MEAN) / IMAGENET_STD
         images = tf.cast(images, self.compute_dtype)
@@ -363,27 +372,24 @@ class CascadeMVSNet(keras.Model):
             projections = geometry.projection_matrices(
                 geometry.scale_intrinsics(intrinsics, scale),
                 cam_from_world)  # [B, V, 4, 4]
-            src_features = tf.reshape(
-                stage_features[:, 1:],
-                tf.stack([-1, stage_height, stage_width, channels]))
             # Stage 1 sweeps fronto-parallel planes: pass them as [B, D] so
             # the warp does not carry per-pixel copies.
             planes = hypotheses[:, :, 0, 0] if stage == 0 else hypotheses
-            warp = (_xla_homography_warp if self.xla_warp
-                    else geometry.homography_warp)
-            warped = warp(
-                src_features,
-                tf.reshape(projections[:, 1:], [-1, 4, 4]),
-                tf.repeat(projections[:, 0], num_sources, axis=0),
-                tf.repeat(planes, num_sources, axis=0),
-                sampling=self.warp_sampling,
-            )  # [B*N, D, h, w, C]
-            warped = tf.reshape(
-                warped,
-                tf.stack([batch, num_sources, num_depths, stage_height,
-                          stage_width, channels]))  # [B, N, D, h, w, C]
-            cost = self.cost_aggregation[stage](
-                stage_features[:, 0], warped, training=training)
+            warp_fn = (_xla_homography_warp if self.xla_warp
+                       else geometry.homography_warp)
+            ref_projection = projections[:, 0]
+
+            def warp(features, projection, planes=planes, warp_fn=warp_fn,
+                     ref_projection=ref_projection):
+                return warp_fn(features, projection, ref_projection, planes,
+                               sampling=self.warp_sampling)
+
+            # One source at a time: the warped volumes of all sources never
+            # exist at once.
+            cost = self.cost_aggregation[stage].accumulate(
+                stage_features[:, 0], stage_features[:, 1:],
+                projections[:, 1:], warp, num_depths, training=training,
+                recompute=bool(training) and self.recompute_sources)
             logits = tf.cast(
                 self.cost_regularization[stage](cost, training=training),
                 tf.float32)  # [B, D, h, w]
@@ -424,5 +430,6 @@ class CascadeMVSNet(keras.Model):
             "warp_sampling": self.warp_sampling,
             "xla_warp": self.xla_warp,
             "sync_batchnorm": self.sync_batchnorm,
+            "recompute_sources": self.recompute_sources,
         })
         return config
