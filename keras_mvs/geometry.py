@@ -303,6 +303,7 @@ def homography_warp(
     ref_proj: TensorLike,
     depth_hypotheses: TensorLike,
     sampling: str = "exact",
+    plane_by_plane: bool = False,
 ) -> tf.Tensor:
     """Warps source features onto the reference view for each depth plane.
 
@@ -326,6 +327,13 @@ def homography_warp(
         depth_hypotheses: `[B, D]` (the same planes for every pixel) or
             `[B, D, H, W]` (per-pixel hypotheses).
         sampling: "exact" (default) or "align_corners_false".
+        plane_by_plane: project and sample one depth plane at a time (a
+            `tf.while_loop`), so the sampler's intermediates (points,
+            coordinates, the four taps' indices, weights and values) have
+            the size of one plane, not of the whole `[B, D, H, W, C]`
+            volume. The same values; for plain graph mode, where TF's
+            kernels would otherwise hold several volume-sized
+            intermediates. XLA fuses the batched form by itself.
 
     Returns:
         `[B, D, H, W, C]` warped features, the dtype of `src_features`.
@@ -363,21 +371,43 @@ def homography_warp(
     grid = pixel_grid(height, width, matrix_dtype)
     homogeneous = tf.concat([grid, tf.ones_like(grid[..., :1])], axis=-1)
     rays = tf.einsum("bij,hwj->bhwi", rotation, homogeneous)  # [B, H, W, 3]
-    points = (rays[:, tf.newaxis] * depth_hypotheses[..., tf.newaxis]
-              + translation[:, tf.newaxis, tf.newaxis, tf.newaxis, :])
-    z = points[..., 2]  # [B, D, H, W]
-    projectable = z > MIN_PROJECTABLE_DEPTH
-    safe_z = tf.where(projectable, z, tf.ones_like(z))
-    coords = points[..., :2] / safe_z[..., tf.newaxis]
-    if sampling == "align_corners_false":
-        # grid_sample(align_corners=False) maps the normalised u / ((W-1)/2)
-        # - 1 back to pixels as ((u_n + 1) W - 1) / 2.
-        size = tf.cast(tf.stack([width, height]), matrix_dtype)
-        coords = coords * (size / tf.maximum(size - 1.0, 1.0)) - 0.5
-    coords = tf.where(projectable[..., tf.newaxis], coords,
-                      tf.constant(np.nan, matrix_dtype))
-    coords = tf.stop_gradient(coords)  # [B, D, H, W, 2]
-    return bilinear_sample(src_features, coords)
+    size = tf.cast(tf.stack([width, height]), matrix_dtype)
+
+    def sample(depth):
+        """Samples the source at `depth [B, ..., H, W]`: `[B, ..., H, W, C]`."""
+        extra = len(depth.shape) - 3  # 1 for [B, D, H, W], 0 for a plane
+        ray = rays
+        shift = translation[:, tf.newaxis, tf.newaxis, :]
+        for _ in range(extra):
+            ray, shift = ray[:, tf.newaxis], shift[:, tf.newaxis]
+        points = ray * depth[..., tf.newaxis] + shift
+        z = points[..., 2]
+        projectable = z > MIN_PROJECTABLE_DEPTH
+        safe_z = tf.where(projectable, z, tf.ones_like(z))
+        coords = points[..., :2] / safe_z[..., tf.newaxis]
+        if sampling == "align_corners_false":
+            # grid_sample(align_corners=False) maps the normalised
+            # u / ((W-1)/2) - 1 back to pixels as ((u_n + 1) W - 1) / 2.
+            coords = coords * (size / tf.maximum(size - 1.0, 1.0)) - 0.5
+        coords = tf.where(projectable[..., tf.newaxis], coords,
+                          tf.constant(np.nan, matrix_dtype))
+        return bilinear_sample(src_features, tf.stop_gradient(coords))
+
+    if not plane_by_plane:
+        return sample(depth_hypotheses)  # [B, D, H, W, C]
+
+    planes = tf.TensorArray(src_features.dtype, size=num_depths,
+                            element_shape=tf.TensorShape(
+                                [None, None, None, src_features.shape[-1]]))
+
+    def body(index, planes):
+        return index + 1, planes.write(
+            index, sample(depth_hypotheses[:, index]))
+
+    _, planes = tf.while_loop(lambda index, _: index < num_depths, body,
+                              (tf.constant(0), planes),
+                              parallel_iterations=1)
+    return tf.transpose(planes.stack(), [1, 0, 2, 3, 4])  # [B, D, H, W, C]
 
 
 def initial_depth_hypotheses(

@@ -297,3 +297,29 @@ class TestDepthHypotheses:
         prev = np.full((1, 1, 1), 1.0, np.float32)
         hyp = geometry.refined_depth_hypotheses(prev, 8, 1.0, 1, 1)
         assert hyp.numpy().min() < 0.0
+
+
+@pytest.mark.parametrize("sampling", geometry.WARP_SAMPLINGS)
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_plane_by_plane_warp_equals_batched(sampling, per_pixel):
+    rng = np.random.default_rng(0)
+    src = tf.constant(rng.normal(size=(2, 32, 40, 8)).astype(np.float32))
+    ref_proj = np.tile(np.eye(4), (2, 1, 1))
+    ref_proj[:, :3, :3] = [[30.0, 0, 20], [0, 30.0, 16], [0, 0, 1]]
+    src_proj = ref_proj.copy()
+    src_proj[:, 0, 3] = -5.0
+    planes = (rng.uniform(2, 6, (2, 8, 32, 40)) if per_pixel
+              else np.tile(np.linspace(2, 6, 8), (2, 1)))
+    args = [tf.constant(a, tf.float32) for a in (src_proj, ref_proj, planes)]
+
+    def loss(plane_by_plane):
+        with tf.GradientTape() as tape:
+            tape.watch(src)
+            warped = geometry.homography_warp(
+                src, *args, sampling=sampling, plane_by_plane=plane_by_plane)
+            value = tf.reduce_sum(tf.square(warped))
+        return warped, tape.gradient(value, src)
+
+    (batched, grad_a), (looped, grad_b) = loss(False), loss(True)
+    np.testing.assert_allclose(looped, batched, atol=1e-5)
+    np.testing.assert_allclose(grad_b, grad_a, rtol=1e-5, atol=1e-4)

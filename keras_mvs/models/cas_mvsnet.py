@@ -324,6 +324,34 @@ class CascadeMVSNet(keras.Model):
                     "`images` needs a reference and at least one source view "
                     f"(V >= 2). Received: images shape={images_shape}")
 
+    def _features_view_by_view(self, images):
+        """Inference FPN, one view at a time (`tf.map_fn` over V).
+
+        The same values as the FPN on all views folded into the batch, for
+        the memory of one view's full-resolution intermediates (the
+        top-down path holds 4c channels at full resolution) instead of V.
+
+        Args:
+            images: `[B, V, H, W, 3]` in the compute dtype.
+
+        Returns:
+            Three `[B * V, h, w, C]` maps (views innermost), coarse to fine.
+        """
+        per_view = tf.map_fn(
+            lambda view: tuple(self.feature_pyramid(view, training=False)),
+            tf.transpose(images, [1, 0, 2, 3, 4]),
+            fn_output_signature=tuple(
+                tf.TensorSpec([None, None, None, c], self.compute_dtype)
+                for c in self._feature_channels()),
+            parallel_iterations=1)  # three [V, B, h, w, C]
+        features = []
+        for maps in per_view:
+            shape = tf.shape(maps)
+            maps = tf.transpose(maps, [1, 0, 2, 3, 4])  # [B, V, h, w, C]
+            features.append(tf.reshape(
+                maps, tf.concat([[-1], shape[2:]], axis=0)))
+        return features
+
     def call(self, inputs, training=None):
         inputs = {key: tf.convert_to_tensor(value)
                   for key, value in inputs.items()}
@@ -341,9 +369,12 @@ class CascadeMVSNet(keras.Model):
         if self.input_normalization == "imagenet":
             images = (images - IMAGENET_MEAN) / IMAGENET_STD
         images = tf.cast(images, self.compute_dtype)
-        folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
-        features = self.feature_pyramid(folded, training=training,
-                                        views=num_views)
+        if training:
+            folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
+            features = self.feature_pyramid(folded, training=training,
+                                            views=num_views)
+        else:
+            features = self._features_view_by_view(images)
 
         stages = []
         for stage, (num_depths, ratio, scale) in enumerate(zip(
@@ -381,8 +412,11 @@ class CascadeMVSNet(keras.Model):
 
             def warp(features, projection, planes=planes, warp_fn=warp_fn,
                      ref_projection=ref_projection):
+                # Without XLA, sample plane by plane: TF's kernels would
+                # otherwise hold the four taps' volume-sized intermediates.
                 return warp_fn(features, projection, ref_projection, planes,
-                               sampling=self.warp_sampling)
+                               sampling=self.warp_sampling,
+                               plane_by_plane=not self.xla_warp)
 
             # One source at a time: the warped volumes of all sources never
             # exist at once.

@@ -366,3 +366,12 @@ def test_sync_batchnorm_reaches_every_batchnorm_and_is_saved(tmp_path):
     assert all(bn.synchronized for bn in batch_norms(loaded))
     with pytest.raises(ValueError, match="sync_batchnorm"):
         cas_mvsnet.CascadeMVSNet(sync_batchnorm="yes")
+
+
+def test_inference_fpn_view_by_view_equals_folded(model):
+    images = tf.random.stateless_uniform([2, 3, 64, 96, 3], seed=[1, 2])
+    looped = model._features_view_by_view(images)
+    folded = model.feature_pyramid(tf.reshape(images, [-1, 64, 96, 3]),
+                                   training=False)
+    for a, b in zip(looped, folded):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
