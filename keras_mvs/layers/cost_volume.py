@@ -176,6 +176,24 @@ class CostVolume(keras.layers.Layer):
         deferred = bool(training) and self.aggregation == "adaptive" and (
             self.w_net_0.bn.trainable and self.w_net_1.bn.trainable)
 
+        context = tf.distribute.get_replica_context()
+        if (deferred and self.w_net_0.bn.synchronized and context is not None
+                and context.num_replicas_in_sync > 1):
+            # SyncBN's all-reduce is a synchronisation point, which a
+            # distribution strategy cannot run inside a while loop: stack
+            # the warped sources and aggregate them in one call (the same
+            # volume and statistics, for the memory of N warped volumes).
+            if src_features.shape[1] is None:
+                raise ValueError(
+                    "CostVolume.accumulate with a synchronized BatchNorm "
+                    "under a distribution strategy needs a static number "
+                    "of source views; received src_features of shape "
+                    f"{src_features.shape}.")
+            warped = tf.stack(
+                [warp(src_features[:, v], src_projections[:, v])
+                 for v in range(src_features.shape[1])], axis=1)
+            return self(ref, tf.cast(warped, dtype), training=training)
+
         sample = warp
         if recompute and self.aggregation == "adaptive":
             # tf.recompute_grad cannot take the weight net's variables
