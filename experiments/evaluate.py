@@ -29,7 +29,7 @@ from typing import Dict
 from typing import Optional
 from typing import Sequence
 
-from experiments import console
+from keras_mvs.training import console
 
 # Readable names and units of the metrics; "depth" is the cameras' unit.
 METRICS = {

@@ -16,7 +16,7 @@ import sys
 from typing import Optional
 from typing import Sequence
 
-from experiments import console
+from keras_mvs.training import console
 
 
 def export_model(model, out, overwrite: bool = False) -> pathlib.Path:

@@ -14,7 +14,7 @@ unity head with the contrastive branches (DESIGN.md section 1).
 import pathlib
 import sys
 
-from experiments import console
+from keras_mvs.training import console
 
 CONFIG = pathlib.Path(__file__).parent / "configs" / "clmvs.py"
 

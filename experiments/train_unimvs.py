@@ -12,7 +12,7 @@ trains the regression head with smooth-L1 instead.
 import pathlib
 import sys
 
-from experiments import console
+from keras_mvs.training import console
 
 CONFIG = pathlib.Path(__file__).parent / "configs" / "unimvs.py"
 

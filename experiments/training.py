@@ -49,12 +49,12 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from experiments import console
 from keras_mvs import models
 from keras_mvs import schedules
 from keras_mvs.data import pipeline
 from keras_mvs.data import synthetic
 from keras_mvs.models import trainer as trainer_lib
+from keras_mvs.training import console
 
 # === Configuration ===
 

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from experiments import console
 from experiments import evaluate
 from experiments import training
+from keras_mvs.training import console
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
