@@ -19,6 +19,8 @@ Example:
 
 import dataclasses
 import os
+import pathlib
+from typing import Callable
 from typing import Optional
 from typing import Sequence
 from typing import Union
@@ -27,6 +29,11 @@ import numpy as np
 import plyfile
 import scipy.io
 import scipy.spatial
+
+from keras_mvs import files
+from keras_mvs.training import console
+
+PathLike = Union[str, os.PathLike]
 
 
 def _depth_map(value, name: str) -> np.ndarray:
@@ -557,3 +564,157 @@ def dtu_evaluate(
                   num_in_mask=int(in_mask.sum()),
                   num_stl_above_plane=int(above.sum()))
     return result
+
+
+# === A model's depth on scenes with ground truth ===
+
+# Readable names and units of the metrics; "depth" is the cameras' unit.
+METRICS = {
+    "mean_abs_error": ("mean absolute depth error", "depth"),
+    "within_1_intervals": ("within 1 depth interval", "%"),
+    "within_2_intervals": ("within 2 depth intervals", "%"),
+    "within_4_intervals": ("within 4 depth intervals", "%"),
+    "num_pixels": ("valid pixels scored", ""),
+    "num_views_evaluated": ("views scored", ""),
+    "train_steps": ("training steps", ""),
+    "accuracy": ("accuracy (mean distance to the truth)", "depth"),
+    "completeness": ("completeness (mean distance from the truth)",
+                     "depth"),
+    "overall": ("overall (mean of the two)", "depth"),
+    "precision": ("precision", "%"),
+    "recall": ("recall", "%"),
+    "fscore": ("F-score", "%"),
+    "threshold": ("distance threshold", "depth"),
+}
+
+
+def count_reference_views(dirs: Sequence[PathLike],
+                          max_views_per_scene: int = 0) -> int:
+    """How many reference views `evaluate_depth` scores in `dirs`."""
+    total = 0
+    for folder in dirs:
+        views = len(list((pathlib.Path(folder) / "cams").glob("*_cam.txt")))
+        total += min(views, max_views_per_scene) if max_views_per_scene else (
+            views)
+    return total
+
+
+def evaluate_depth(model: Callable, dirs: Sequence[PathLike], *,
+                   num_views: int, height: Optional[int],
+                   width: Optional[int], max_views_per_scene: int = 0,
+                   num_depths_base: int = 192,
+                   on_view: Optional[Callable[[int], None]] = None) -> dict:
+    """Depth metrics of `model` over every reference view of `dirs`.
+
+    Args:
+        model: a Keras network or `keras_mvs.inference.Predictor`, called on
+            the network's input dict.
+        dirs: scene folders with ground-truth `depths/` and `masks/`.
+        num_views: V, reference included.
+        height, width: evaluation resolution (None: the scenes' own).
+        max_views_per_scene: evaluate only the first N references of each
+            scene (0: all).
+        num_depths_base: the base interval is depth range / this.
+        on_view: called with the number of views scored so far.
+
+    Returns:
+        Pixel-pooled metrics (`aggregate_depth_metrics`) plus
+        `num_views_evaluated`.
+
+    Raises:
+        ValueError: a scene has no ground-truth depth, or no view was
+            scored.
+    """
+    # TensorFlow only here: the metrics above are numpy and serve
+    # reconstruction without it.
+    from keras_mvs.data import pipeline
+    from keras_mvs.models import trainer
+
+    scenes = pipeline.scene_dicts_from_folders(dirs, height=height,
+                                               width=width)
+    dataset = pipeline.make_eval_dataset(scenes, num_views)
+    per_view = []
+    seen = {}
+    for batch in dataset:
+        index = int(batch["scene_index"][0])
+        seen[index] = seen.get(index, 0) + 1
+        if max_views_per_scene and seen[index] > max_views_per_scene:
+            continue
+        if "depth" not in batch:
+            raise ValueError(
+                f"scene {batch['scene_name'][0].numpy().decode()} has no "
+                "ground-truth depths/ to evaluate against")
+        outputs = model(trainer.network_inputs(batch))
+        depth_range = batch["depth_range"].numpy()
+        depth = np.asarray(outputs["depth"])
+        for b in range(depth.shape[0]):
+            base = (depth_range[b, 1] - depth_range[b, 0]) / num_depths_base
+            per_view.append(depth_metrics(
+                depth[b], batch["depth"][b].numpy(),
+                batch["mask"][b].numpy() > 0.5, interval=float(base)))
+            if on_view is not None:
+                on_view(len(per_view))
+    if not per_view:
+        raise ValueError("no view was evaluated")
+    metrics = aggregate_depth_metrics(per_view)
+    metrics["num_views_evaluated"] = len(per_view)
+    return metrics
+
+
+def describe_metrics(metrics: dict, title: str, unit: str = "mm") -> str:
+    """Lines `  readable name   value unit` under `title`.
+
+    Args:
+        metrics: metric name to value; ints print as ints, fractions of
+            the `%` metrics as percentages, unknown names as they are.
+        title: the first line, naming the data scored.
+        unit: the depth unit of the cameras.
+    """
+    rows = []
+    for key, value in metrics.items():
+        label, kind = METRICS.get(key, (key.replace("_", " "), ""))
+        rows.append((label, console.format_number(value, kind, unit)))
+    width = max(len(label) for label, _ in rows) if rows else 0
+    return "\n".join([title] + [f"  {label:<{width}}  {text}"
+                                  for label, text in rows])
+
+
+def describe_depth_metrics(metrics: dict, data: str,
+                           unit: str = "mm") -> str:
+    """The depth metrics of `evaluate_depth` for a person to read."""
+    return describe_metrics(
+        metrics, f"Depth of {data}, against ground truth (depth unit "
+        f"{unit}; one depth interval = the view's depth range / 192):", unit)
+
+
+def evaluate_point_cloud_files(pred: PathLike, *,
+                               gt: Optional[PathLike] = None,
+                               dtu_root: Optional[PathLike] = None,
+                               scan: Optional[int] = None,
+                               max_distance: float = 20.0,
+                               threshold: float = 1.0) -> dict:
+    """Point-cloud metrics of the PLY file `pred`.
+
+    With `dtu_root` and `scan`, the DTU protocol (`dtu_evaluate` against
+    the official STL points and observation mask); with `gt`, accuracy /
+    completeness (cut at `max_distance`) and precision / recall / F-score
+    at `threshold` against that PLY. Distances in the points' units.
+
+    Raises:
+        ValueError: neither `gt` nor `dtu_root` with `scan` is given, or a
+            file is not a readable PLY.
+        FileNotFoundError: a file is missing.
+    """
+    points, _, _ = files.read_ply(pred)
+    if dtu_root:
+        truth = load_dtu_ground_truth(dtu_root, scan)
+        return dtu_evaluate(points, truth.stl_points, truth.obs_mask,
+                            truth.bb, truth.res, truth.plane)
+    if not gt:
+        raise ValueError("give --gt GT.ply, or --dtu-root DIR and --scan N")
+    gt_points, _, _ = files.read_ply(gt)
+    metrics = accuracy_completeness(points, gt_points,
+                                    max_distance=max_distance)
+    metrics.update(precision_recall_fscore(points, gt_points,
+                                           threshold=threshold))
+    return metrics
