@@ -82,14 +82,23 @@ class TestConfigOverrides:
         assert full.train.steps == 4000
         assert full.loss.objective == "supervised"
 
-    def test_steps_per_epoch_follows_steps_and_stays_positive(self):
-        # steps_per_epoch is a reference to steps // 16.
+    def test_steps_per_epoch_follows_steps_and_drives_the_schedules(self):
+        # steps_per_epoch is a reference to steps // 16, at least 1.
         assert _config(["--config.train.steps=320"]).train.steps_per_epoch \
             == 20
         config = _config(["--smoke", "--config.train.steps=4",
                           "--config.model.num_depths=8,8,8"])
+        assert config.train.steps_per_epoch == 1
+        config = _config(["--smoke", "--config.train.steps=48",
+                          "--config.model.num_depths=8,8,8"])
+        assert config.train.steps_per_epoch == 3
+        # What the resolved config says is what the trainer's epoch-based
+        # schedules (ICC weight, masking ramp) and the learning-rate
+        # schedule divide the step by.
         trainer = driver.build_trainer(config, driver.build_network(config))
-        assert trainer.steps_per_epoch == 1
+        assert trainer.steps_per_epoch == 3
+        schedule = trainer.optimizer.get_config()["learning_rate"]
+        assert schedule["config"]["steps_per_epoch"] == 3
 
     @pytest.mark.parametrize("argument, words", [
         ("--config.train.stepz=3", ["stepz", "no such field", "steps"]),
@@ -253,7 +262,8 @@ class TestWorkDirectory:
         config = json.loads((workdir / "config.json").read_text())
         assert config["train"]["steps"] == TOTAL_STEPS
         assert config["train"]["log_every"] == PERIOD
-        assert config["train"]["steps_per_epoch"] == 0  # 12 // 16, clamped
+        # 12 // 16 = 0, resolved to the 1 that the schedules use.
+        assert config["train"]["steps_per_epoch"] == 1
         assert config["model"]["num_depths"] == [8, 8, 8]
         assert config["loss"]["branches"] == ["regular"]
         assert config["loss"]["objective"] == "unsupervised"
@@ -319,13 +329,45 @@ class TestWorkDirectory:
             num_depths=(8, 8, 8), input_normalization="imagenet")
         assert np.abs(fresh(inputs)["depth"] - loaded["depth"]).max() > 1e-2
 
-    def test_eval_json(self, resumed_run):
-        metrics = json.loads((resumed_run[0] / "eval.json").read_text())
+    def test_eval_json_scores_the_final_network(self, resumed_run):
+        """eval.json holds the errors of model.keras on the first reference
+        of each held-out scene, recomputed here with numpy."""
+        from keras_mvs.data import pipeline
+        from keras_mvs.data import synthetic
+        from keras_mvs.models import trainer as trainer_lib
+
+        workdir = resumed_run[0]
+        metrics = json.loads((workdir / "eval.json").read_text())
         assert metrics["num_views_evaluated"] == 4  # 4 test scenes x 1
-        assert metrics["num_pixels"] > 0
-        assert metrics["mean_abs_error"] > 0
-        within = [metrics[f"within_{k}_intervals"] for k in (1, 2, 4)]
-        assert 0 <= within[0] <= within[1] <= within[2] <= 1
+        assert metrics["train_steps"] == TOTAL_STEPS
+        model = keras.saving.load_model(workdir / "model.keras")
+        dirs = synthetic.ensure_benchmark("test", height=32, width=64,
+                                          num_views=8)
+        batches = pipeline.make_eval_dataset(
+            pipeline.scene_dicts_from_folders(dirs, height=32, width=64), 2)
+        errors, intervals, seen = [], [], set()
+        for batch in batches:
+            scene = int(batch["scene_index"][0])
+            if scene in seen:  # eval.max_views_per_scene=1
+                continue
+            seen.add(scene)
+            depth = model(trainer_lib.network_inputs(batch),
+                          training=False)["depth"].numpy()[0]
+            truth = batch["depth"].numpy()[0]
+            valid = ((batch["mask"].numpy()[0] > 0.5) & (truth > 0)
+                     & np.isfinite(depth))
+            errors.append(np.abs(depth - truth)[valid].astype(np.float64))
+            low, high = batch["depth_range"].numpy()[0]
+            intervals.append(np.full(valid.sum(), (high - low) / 192.0))
+        assert len(seen) == 4
+        errors, intervals = np.concatenate(errors), np.concatenate(intervals)
+        assert metrics["num_pixels"] == errors.size > 0
+        np.testing.assert_allclose(metrics["mean_abs_error"], errors.mean(),
+                                   rtol=1e-4)
+        for k in (1, 2, 4):
+            np.testing.assert_allclose(
+                metrics[f"within_{k}_intervals"],
+                np.mean(errors <= k * intervals), atol=2.0 / errors.size)
 
 
 class TestNonFiniteLoss:

@@ -63,7 +63,10 @@ def resolve(config: ml_collections.ConfigDict, *,
     """Applies `--data`, `--objective` and `--init` and what follows.
 
     With `init` (or `model.init`) the network settings are those of that
-    model; `unsupervised_unity` trains the unity head. Then `validate`.
+    model; `unsupervised_unity` trains the unity head;
+    `train.steps_per_epoch` is at least 1 (it is `steps // 16` by default,
+    0 for runs shorter than 16 steps), so the resolved config holds the
+    value the schedules use. Then `validate`.
 
     Returns:
         `config`, changed in place.
@@ -82,6 +85,7 @@ def resolve(config: ml_collections.ConfigDict, *,
     if config.loss.objective == "unsupervised_unity":
         # The objective is defined on the unity head (DESIGN.md section 1).
         config.model.head = "unity"
+    config.train.steps_per_epoch = max(int(config.train.steps_per_epoch), 1)
     validate(config)
     return config
 
