@@ -16,6 +16,8 @@ Modules, one job each:
     backup       checks of `backup/` before a run resumes from it
     distribute   strategy selection and the multi-worker loop
                  (`distributed_fit`)
+    heldout      depth on held-out scenes: at the end of a run, and of a
+                 saved model (`python -m experiments.evaluate depth`)
     console      what commands print: quiet TensorFlow logs, stage lines,
                  status lines, the list of written files
 
