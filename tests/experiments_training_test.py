@@ -701,3 +701,14 @@ def test_killed_three_times_ends_where_an_uninterrupted_run_ends(tmp_path):
     print(f"kills after periods {list(kills)}; largest relative weight "
           f"difference {worst:.2e}")
     assert worst < 1e-4
+
+
+def test_help_lists_the_flags_and_exits_0(capsys):
+    assert cli.main(["--help"], "clmvs", "Unsupervised training.",
+                    CLMVS_CONFIG) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m experiments.train_clmvs")
+    assert "Unsupervised training." in out
+    for flag in ("--config", "--workdir", "--data", "--objective", "--init",
+                 "--smoke", "--verbose", "--config.KEY=VALUE"):
+        assert flag in out

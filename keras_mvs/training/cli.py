@@ -214,11 +214,16 @@ def _absl_message(error: Exception, config=None) -> str:
 
 
 def _usage(name: str, description: str, flag_values) -> str:
-    return (f"usage: python -m experiments.train_{name} [--config FILE] "
-            "[--workdir DIR] [--data SPEC] [--objective NAME] [--init MODEL] "
-            "[--smoke] [--verbose] [--config.KEY=VALUE ...]\n\n"
-            f"{description}\n\n"
-            + flag_values.get_help(include_special_flags=False) + "\n")
+    # absl's help without its module heading.
+    flag_lines = [line for line in flag_values.get_help(
+        include_special_flags=False).splitlines() if line.startswith(" ")]
+    return "\n".join([
+        f"usage: python -m experiments.train_{name} [--config FILE] "
+        "[--workdir DIR] [--data SPEC] [--objective NAME] [--init MODEL] "
+        "[--smoke] [--verbose] [--config.KEY=VALUE ...]", "",
+        description, "", "flags:", *flag_lines,
+        "  --config.KEY=VALUE: set a field of the config, parsed to its type "
+        f"(e.g. {_OVERRIDE_EXAMPLE}); unknown keys fail", ""])
 
 
 def main(argv: Sequence[str], name: str, description: str,
