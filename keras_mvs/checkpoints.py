@@ -36,7 +36,10 @@ ALGORITHMS.md 9 item 1): a converted model needs
 `experiments.convert_checkpoint` sets.
 
 This module needs only numpy at import time; reading `.ckpt`/`.pth` files
-imports torch on demand (the optional `convert` extra).
+imports torch on demand (the optional `convert` extra), and
+`convert_to_keras_file` Keras. It is a little over 500 lines because it is
+one job, a checkpoint in and our model out: the name and layout mapping,
+the three file formats and the conversion to a `.keras` file.
 """
 
 import dataclasses

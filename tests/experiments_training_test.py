@@ -104,6 +104,7 @@ class TestConfigOverrides:
         ("--config.train.stepz=3", ["stepz", "no such field", "steps"]),
         ("--config.nosection.steps=3", ["nosection", "no section"]),
         ("--config.train.steps.deeper=3", ["steps.deeper", "not a section"]),
+        ("--noconfig.train.xlaa", ["--config.train.xlaa: no such field"]),
     ])
     def test_unknown_keys_fail_with_a_message(self, argument, words):
         with pytest.raises(cli.UsageError) as info:

@@ -25,7 +25,6 @@ import re
 import sys
 import time
 from typing import List
-from typing import Optional
 from typing import Sequence
 from typing import Tuple
 
@@ -170,8 +169,9 @@ def _widen_numbers(config, defaults: dict, values: dict) -> None:
 
 
 def _override_keys(args: Sequence[str]) -> List[str]:
-    return [arg.split("=", 1)[0].lstrip("-")[len("config."):]
-            for arg in args if re.match(r"--?(no)?config\.", arg)]
+    """The KEYs of the `--config.KEY=VALUE` (or `--noconfig.KEY`) args."""
+    found = (re.match(r"--?(?:no)?config\.([^=]+)", arg) for arg in args)
+    return [match.group(1) for match in found if match]
 
 
 def _unknown_key(config, args: Sequence[str], error: Exception) -> str:
@@ -281,7 +281,7 @@ def default_workdir(name: str) -> pathlib.Path:
 
 
 def print_outputs(workdir: pathlib.Path,
-                  config: Optional[ml_collections.ConfigDict]) -> None:
+                  config: ml_collections.ConfigDict) -> None:
     """The closing list of what the run wrote."""
     period = min(config.train.log_every, config.train.steps)
     console.wrote([
