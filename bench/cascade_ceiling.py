@@ -60,11 +60,11 @@ def main() -> None:
                                           width=args.width)
         source = f"synthetic test split at {args.height}x{args.width}"
     else:
-        from experiments import training
-        from experiments.configs import base
+        from keras_mvs.data import specs
 
-        config = base.get_config()
-        dirs = training.scene_dirs(args.data, "test", config)
+        # A folder spec: the synthetic settings do not apply.
+        dirs = specs.scene_dirs(args.data, "test", height=args.height,
+                                width=args.width, synthetic_views=20)
         source = args.data
     for head in args.heads.split(","):
         metrics = ceiling(dirs, args.height, args.width, head)

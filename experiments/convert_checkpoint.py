@@ -19,15 +19,12 @@ weights with the official warp, which samples the source at PyTorch's
 `warp_sampling="align_corners_false"` and reproduces the official depth maps
 (`--warp-sampling exact` overrides it). `--num-depths` and
 `--depth-interval-ratios` are the cascade settings stored in the model
-(UniMVSNet's Tanks and Temples test uses `64,32,8` and `3,2,1`). The model
-is written under a temporary name in the output folder and renamed when
-complete, so `--out` is never half written.
+(UniMVSNet's Tanks and Temples test uses `64,32,8` and `3,2,1`). `--out`
+is never half written (`keras_mvs.checkpoints.convert_to_keras_file`).
 """
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 from typing import Sequence
@@ -38,26 +35,19 @@ from keras_mvs.layers import cost_volume
 from keras_mvs.models import cas_mvsnet
 
 
-def _int_triple(text: str) -> tuple:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(
-            f"expected three comma-separated ints, got {text!r}")
-    return values
-
-
-def _float_triple(text: str) -> tuple:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(
-            f"expected three comma-separated numbers, got {text!r}")
-    return values
+def _triple(kind: type):
+    """An argparse type: three comma-separated `kind` values."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            noun = "ints" if kind is int else "numbers"
+            raise argparse.ArgumentTypeError(
+                f"expected three comma-separated {noun}, got {text!r}")
+        return values
+    return parse
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -66,31 +56,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         prog="python -m experiments.convert_checkpoint",
         description="Convert a UniMVSNet/CasMVSNet PyTorch state_dict into a "
         "keras_mvs CascadeMVSNet saved as .keras.")
-    parser.add_argument("--state-dict", required=True, type=Path,
-                        help="PyTorch .ckpt/.pth or .npz of the state_dict")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="output model file, ending in .keras")
-    parser.add_argument(
-        "--aggregation", default="auto",
+    add = parser.add_argument
+    add("--state-dict", required=True, type=Path,
+        help="PyTorch .ckpt/.pth or .npz of the state_dict")
+    add("--out", required=True, type=Path,
+        help="output model file, ending in .keras")
+    add("--aggregation", default="auto",
         choices=("auto",) + cost_volume.AGGREGATIONS,
         help="cost aggregation; auto (default) reads it from the tensors")
-    parser.add_argument(
-        "--head", default="unity", choices=cas_mvsnet.HEADS,
+    add("--head", default="unity", choices=cas_mvsnet.HEADS,
         help="depth head: unity (UniMVSNet, default) or regression "
         "(CasMVSNet soft-argmin)")
-    parser.add_argument("--num-depths", type=_int_triple, default=(48, 32, 8),
-                        help="hypotheses per stage (default 48,32,8)")
-    parser.add_argument("--depth-interval-ratios", type=_float_triple,
-                        default=(4.0, 2.0, 1.0),
-                        help="interval ratios per stage (default 4,2,1)")
-    parser.add_argument(
-        "--warp-sampling", default="align_corners_false",
+    add("--num-depths", type=_triple(int), default=(48, 32, 8),
+        help="hypotheses per stage (default 48,32,8)")
+    add("--depth-interval-ratios", type=_triple(float),
+        default=(4.0, 2.0, 1.0), help="interval ratios per stage (default "
+        "4,2,1)")
+    add("--warp-sampling", default="align_corners_false",
         choices=geometry.WARP_SAMPLINGS,
         help="where the warp samples the source: align_corners_false "
         "(default; what the official code computes and its checkpoints "
         "learned) or exact")
-    parser.add_argument(
-        "--input-normalization", default="none",
+    add("--input-normalization", default="none",
         choices=cas_mvsnet.INPUT_NORMALIZATIONS,
         help="none (UniMVSNet, CasMVSNet) or imagenet (CL-MVSNet)")
     args = parser.parse_args(argv)
@@ -99,32 +86,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def convert(args: argparse.Namespace) -> checkpoints.ConversionReport:
-    """Builds the model, converts the checkpoint into it and saves it."""
-    state_dict = checkpoints.load_state_dict(args.state_dict)
-    config = checkpoints.model_config(state_dict)
-    if args.aggregation != "auto":
-        config["aggregation"] = args.aggregation
-    model = cas_mvsnet.CascadeMVSNet(
-        num_depths=args.num_depths,
-        depth_interval_ratios=args.depth_interval_ratios,
-        head=args.head,
-        input_normalization=args.input_normalization,
-        warp_sampling=args.warp_sampling,
-        **config)
-    report = checkpoints.convert_state_dict(state_dict, model)
-
-    out_dir = args.out.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(
-        suffix=".keras", prefix=f".{args.out.stem}.", dir=out_dir)
-    os.close(handle)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = parse_args(argv)
     try:
-        model.save(partial)
-        os.replace(partial, args.out)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        report, config = checkpoints.convert_to_keras_file(
+            args.state_dict, args.out, aggregation=args.aggregation,
+            head=args.head, num_depths=args.num_depths,
+            depth_interval_ratios=args.depth_interval_ratios,
+            input_normalization=args.input_normalization,
+            warp_sampling=args.warp_sampling)
+    except (checkpoints.StateDictError, FileNotFoundError, ImportError,
+            ValueError) as error:
+        # The message names the file and every offending key; a traceback
+        # would only bury it.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"{args.state_dict}: {len(report.assigned)} tensors converted, "
           f"{len(report.ignored)} num_batches_tracked ignored; "
           f"aggregation={config['aggregation']}, head={args.head}, "
@@ -132,20 +109,6 @@ def convert(args: argparse.Namespace) -> checkpoints.ConversionReport:
           + (" (the official code's sampling, which its checkpoints learned)"
              if args.warp_sampling == "align_corners_false" else "")
           + f"; wrote {args.out}")
-    return report
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the process exit status."""
-    args = parse_args(argv)
-    try:
-        convert(args)
-    except (checkpoints.StateDictError, FileNotFoundError, ImportError,
-            ValueError) as error:
-        # The message names the file and every offending key; a traceback
-        # would only bury it.
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     return 0
 
 

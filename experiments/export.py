@@ -11,44 +11,11 @@ and how to serve it).
 """
 
 import argparse
-import pathlib
 import sys
 from typing import Optional
 from typing import Sequence
 
-from experiments import console
-
-
-def export_model(model, out, overwrite: bool = False) -> pathlib.Path:
-    """Loads the Keras network at `model` and exports it to `out`.
-
-    Args:
-        model: training work directory or `.keras` file (path-like).
-        out: the version folder, `<model base path>/<integer version>`.
-        overwrite: replace an existing version.
-
-    Returns:
-        The written version folder.
-
-    Raises:
-        ValueError: `out` is not a version folder, or `model` is a folder
-            without `model.keras` (such as a SavedModel).
-        FileExistsError: `out` exists and `overwrite` is False.
-        FileNotFoundError: nothing loadable at `model`.
-    """
-    from keras_mvs import export
-    from keras_mvs import inference
-
-    # Both are checked before loading, which is the slow part.
-    out = export.check_version_path(out, overwrite, argument="--out")
-    model = pathlib.Path(model)
-    if model.is_dir() and not (model / "model.keras").is_file():
-        raise ValueError(
-            f"--model {model}: a folder without model.keras (a SavedModel "
-            "cannot be exported again); expected a training work directory "
-            "or a .keras file")
-    network = inference.load_model(model).network
-    return export.export_saved_model(network, out, overwrite)
+from keras_mvs.training import console
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -65,9 +32,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     console.quiet_tensorflow(["--verbose"] if args.verbose else [])
     from keras_mvs import export
+    from keras_mvs import inference
 
     try:
-        path = export_model(args.model, args.out, args.overwrite)
+        out = export.check_export_paths(args.model, args.out, args.overwrite)
+        network = inference.load_model(args.model).network
+        path = export.export_saved_model(network, out, args.overwrite)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(export.describe_signature(path))

@@ -36,7 +36,10 @@ ALGORITHMS.md 9 item 1): a converted model needs
 `experiments.convert_checkpoint` sets.
 
 This module needs only numpy at import time; reading `.ckpt`/`.pth` files
-imports torch on demand (the optional `convert` extra).
+imports torch on demand (the optional `convert` extra), and
+`convert_to_keras_file` Keras. It is a little over 500 lines because it is
+one job, a checkpoint in and our model out: the name and layout mapping,
+the three file formats and the conversion to a `.keras` file.
 """
 
 import dataclasses
@@ -488,3 +491,58 @@ def random_state_dict(shapes: Mapping[str, tuple], seed: int = 0) -> dict:
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
         state_dict[name] = value.astype(np.float32)
     return state_dict
+
+
+def convert_to_keras_file(
+    state_dict_path: PathLike,
+    out: PathLike,
+    *,
+    aggregation: str = "auto",
+    head: str = "unity",
+    num_depths: tuple = (48, 32, 8),
+    depth_interval_ratios: tuple = (4.0, 2.0, 1.0),
+    input_normalization: str = "none",
+    warp_sampling: str = "align_corners_false",
+) -> tuple:
+    """Converts a checkpoint file into a `CascadeMVSNet` saved as `.keras`.
+
+    The model is written under a temporary name beside `out` and renamed
+    when complete (`keras_mvs.files.atomic_path`), so `out` is never half
+    written.
+
+    Args:
+        state_dict_path: a PyTorch `.ckpt`/`.pth` or an `.npz` state_dict.
+        out: the `.keras` file to write (its folder is created).
+        aggregation: "auto" reads it from the tensors (`model_config`).
+        head, num_depths, depth_interval_ratios, input_normalization,
+            warp_sampling: `CascadeMVSNet` arguments the tensors cannot
+            tell (the default sampling is the one official checkpoints
+            learned with).
+
+    Returns:
+        `(ConversionReport, the CascadeMVSNet arguments read from the
+        tensors)`.
+
+    Raises:
+        StateDictError, FileNotFoundError, ImportError, ValueError: as
+            `load_state_dict` and `convert_state_dict`.
+    """
+    # Keras only here: this module is numpy-only at import.
+    from keras_mvs import files
+    from keras_mvs.models import cas_mvsnet
+
+    state_dict = load_state_dict(state_dict_path)
+    config = model_config(state_dict)
+    if aggregation != "auto":
+        config["aggregation"] = aggregation
+    model = cas_mvsnet.CascadeMVSNet(
+        num_depths=tuple(num_depths),
+        depth_interval_ratios=tuple(depth_interval_ratios),
+        head=head, input_normalization=input_normalization,
+        warp_sampling=warp_sampling, **config)
+    report = convert_state_dict(state_dict, model)
+    out = os.fspath(out)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with files.atomic_path(out) as temporary:
+        model.save(temporary)
+    return report, config

@@ -20,11 +20,9 @@ for every (V, H, W) and needs the XLA JIT in the serving binary.
 """
 
 import json
-import os
 import pathlib
 import re
 import shutil
-import uuid
 from typing import Dict
 from typing import Optional
 from typing import Union
@@ -32,6 +30,7 @@ from typing import Union
 import keras
 import tensorflow as tf
 
+from keras_mvs import files
 from keras_mvs.models import cas_mvsnet
 
 PathLike = Union[str, pathlib.Path]
@@ -41,9 +40,6 @@ OUTPUT_NAMES = ("depth", "confidence")
 # TF Serving parses version folder names as int64 and ignores every other
 # name, so a version must be all ASCII digits.
 _VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
-# Exports are written beside their final place under a name TF Serving (and
-# `keras_mvs.inference.load_model`) skip: it is not an integer.
-_TMP_PREFIX = ".tmp-export-"
 # The exported network's Keras config, relative to the version folder. TF
 # Serving reads nothing from assets.extra/ but its warm-up file, and the
 # SavedModel loader ignores the folder.
@@ -167,8 +163,9 @@ def export_saved_model(network: keras.Model, path: PathLike,
         return {name: tf.cast(outputs[name], tf.float32)
                 for name in OUTPUT_NAMES}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{_TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
+    # A hidden sibling (not an integer: TF Serving and
+    # `keras_mvs.inference.load_model` skip it), renamed into place whole.
+    tmp = files.staging_directory(path)
     xla_warp = getattr(network, "xla_warp", False)
     try:
         # `xla_warp` is read when the serving function is traced (by
@@ -192,7 +189,7 @@ def export_saved_model(network: keras.Model, path: PathLike,
     finally:
         if xla_warp:
             network.xla_warp = xla_warp
-    _move_into_place(tmp, path)
+    files.publish_directory(tmp, path)
     return path
 
 
@@ -211,7 +208,7 @@ def _write_network_config(network: keras.Model,
         return
     path = folder / NETWORK_CONFIG_FILE
     path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
+    files.write_text(path, text)
 
 
 def read_network_config(path: PathLike) -> Optional[dict]:
@@ -262,22 +259,6 @@ def _checked_images(images: tf.Tensor) -> tf.Tensor:
         return tf.identity(images)
 
 
-def _move_into_place(tmp: pathlib.Path, path: pathlib.Path) -> None:
-    """Renames the finished export `tmp` to `path`, replacing any old one.
-
-    An existing version is first renamed aside (not deleted) so that `path`
-    holds either the old or the new complete export at every moment.
-    """
-    old = None
-    if path.exists():
-        old = path.parent / (
-            f"{_TMP_PREFIX}old-{path.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def describe_signature(path: PathLike) -> str:
     """A human-readable summary of an exported `serving_default` signature.
 
@@ -314,3 +295,32 @@ def describe_signature(path: PathLike) -> str:
 def _dims(shape: tf.TensorShape) -> str:
     return "(" + ", ".join("-1" if d is None else str(d)
                            for d in shape.as_list()) + ")"
+
+
+def check_export_paths(model: PathLike, out: PathLike,
+                       overwrite: bool = False) -> pathlib.Path:
+    """Checks the export command's `--model` and `--out` before the slow
+    load.
+
+    Args:
+        model: training work directory or `.keras` file (path-like).
+        out: the version folder, `<model base path>/<integer version>`.
+        overwrite: replace an existing version.
+
+    Returns:
+        `out` as a `pathlib.Path`.
+
+    Raises:
+        ValueError: `out` is not a version folder, or `model` is a folder
+            without `model.keras` (such as a SavedModel, which cannot be
+            exported again).
+        FileExistsError: `out` exists and `overwrite` is False.
+    """
+    out = check_version_path(out, overwrite, argument="--out")
+    model = pathlib.Path(model)
+    if model.is_dir() and not (model / "model.keras").is_file():
+        raise ValueError(
+            f"--model {model}: a folder without model.keras (a SavedModel "
+            "cannot be exported again); expected a training work directory "
+            "or a .keras file")
+    return out

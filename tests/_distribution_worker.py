@@ -182,7 +182,7 @@ def multiworker(out_dir):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import keras
 
-    from keras_mvs.models import trainer as trainer_lib
+    from keras_mvs.training import distribute
 
     task = json.loads(os.environ["TF_CONFIG"])["task"]
     keras.utils.set_random_seed(0)  # same initial weights on every worker
@@ -196,7 +196,7 @@ def multiworker(out_dir):
     dataset = tf.data.Dataset.from_tensors(batch).repeat().with_options(
         options)
     losses = []
-    trainer_lib.distributed_fit(
+    distribute.distributed_fit(
         trainer, dataset, STEPS["supervised"], strategy,
         callback=lambda step, logs: losses.append(logs["loss"]))
     np.savez(os.path.join(out_dir, f"worker-{task['index']}.npz"),

@@ -1,6 +1,6 @@
 """What a user sees: the progress bar, quiet logs, metric names (issue 17).
 
-The unit tests drive `training.RunProgress` with a fake clock and model; the
+The unit tests drive `callbacks.RunProgress` with a fake clock and model; the
 large test runs README command 1 (`--smoke`) in a pseudo-terminal, as a new
 user would, and reads what it printed.
 """
@@ -16,9 +16,10 @@ import time
 
 import pytest
 
-from experiments import console
-from experiments import evaluate
-from experiments import training
+from keras_mvs import evaluation
+from keras_mvs.training import callbacks
+from keras_mvs.training import console
+from keras_mvs.training import distribute
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ class _Model:
 def _progress(total, first, max_minutes=0.0, every=20, unsupervised=True):
     clock = [500.0]
     stream = io.StringIO()
-    progress = training.RunProgress(
+    progress = callbacks.RunProgress(
         total, max_minutes=max_minutes, monitoring_only=unsupervised,
         print_every=every, stream=stream, clock=lambda: clock[0])
     model = _Model(first)
@@ -135,7 +136,7 @@ def test_numbers_units_and_durations():
     assert console.format_duration(42.4) == "42 s"
     assert console.format_duration(185) == "3 min 05 s"
     assert console.format_duration(7627) == "2 h 07 min"
-    text = evaluate.describe_depth_metrics(
+    text = evaluation.describe_depth_metrics(
         {"num_pixels": 49152, "mean_abs_error": 81.8, "within_4_intervals":
          0.066, "num_views_evaluated": 8}, "the scenes of X", unit="mm")
     assert text.splitlines()[0].startswith("Depth of the scenes of X")
@@ -253,7 +254,7 @@ def test_multi_worker_scalars_are_per_step_values(tmp_path):
             pathlib.Path(path).write_text("weights")
 
     writer = tf.summary.create_file_writer(str(tmp_path / "logs"))
-    callback = training._PeriodCallback(
+    callback = distribute.PeriodCallback(
         2, Network(), tmp_path, writer, keep=3)
     values = [4.0, 2.0, 3.0, 7.0]
     for step in range(1, 5):  # the loop reports running means

@@ -1,4 +1,4 @@
-"""Tests of the training driver (experiments/training.py) and its entry points.
+"""Tests of the training library (keras_mvs/training/) and its entry points.
 
 The runs go through `python -m experiments.train_clmvs` in subprocesses (as a
 user would start them) on a tiny configuration: 32x64 synthetic benchmark,
@@ -20,8 +20,13 @@ import keras
 import numpy as np
 import pytest
 
-from experiments import training
 from keras_mvs.testing import cluster
+from keras_mvs.training import backup
+from keras_mvs.training import callbacks
+from keras_mvs.training import cli
+from keras_mvs.training import distribute
+from keras_mvs.training import driver
+from keras_mvs.training import warm_start
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLMVS_CONFIG = str(REPO / "experiments" / "configs" / "clmvs.py")
@@ -29,8 +34,8 @@ UNIMVS_CONFIG = str(REPO / "experiments" / "configs" / "unimvs.py")
 
 
 def _config(argv, default=CLMVS_CONFIG):
-    args, overrides = training.parse_args(argv, "test", default)
-    return training.resolve_config(args, overrides)
+    config, _ = cli.parse(argv, default)
+    return config
 
 
 # === Config overrides (no training) ===
@@ -46,6 +51,7 @@ class TestConfigOverrides:
             "--config.model.num_depths=32,16,8",
             "--config.loss.branches=(regular,scc)",
             "--config.train.precision=mixed_bfloat16",
+            "--config.loss.stage_weights=1,1,2",
         ])
         assert config.train.steps == 7 and type(config.train.steps) is int
         assert config.optimizer.learning_rate == 1e30
@@ -55,6 +61,13 @@ class TestConfigOverrides:
         assert config.model.num_depths == (32, 16, 8)
         assert config.loss.branches == ("regular", "scc")
         assert config.train.precision == "mixed_bfloat16"
+        # Ints given for a tuple of floats become floats.
+        assert config.loss.stage_weights == (1.0, 1.0, 2.0)
+        assert all(type(w) is float for w in config.loss.stage_weights)
+        # The repeated-flag form of config_flags works too.
+        config = _config(["--config.loss.branches", "regular",
+                          "--config.loss.branches", "scc"])
+        assert config.loss.branches == ("regular", "scc")
 
     def test_smoke_and_flags(self):
         config = _config(["--smoke", "--objective", "unsupervised_unity",
@@ -69,20 +82,32 @@ class TestConfigOverrides:
         assert full.train.steps == 4000
         assert full.loss.objective == "supervised"
 
-    def test_steps_per_epoch_follows_steps_and_stays_positive(self):
-        # steps_per_epoch is a reference to steps // 16.
+    def test_steps_per_epoch_follows_steps_and_drives_the_schedules(self):
+        # steps_per_epoch is a reference to steps // 16, at least 1.
         assert _config(["--config.train.steps=320"]).train.steps_per_epoch \
             == 20
-        config = _config(["--smoke", "--config.train.steps=4"])
-        assert training.steps_per_epoch(config) == 1
+        config = _config(["--smoke", "--config.train.steps=4",
+                          "--config.model.num_depths=8,8,8"])
+        assert config.train.steps_per_epoch == 1
+        config = _config(["--smoke", "--config.train.steps=48",
+                          "--config.model.num_depths=8,8,8"])
+        assert config.train.steps_per_epoch == 3
+        # What the resolved config says is what the trainer's epoch-based
+        # schedules (ICC weight, masking ramp) and the learning-rate
+        # schedule divide the step by.
+        trainer = driver.build_trainer(config, driver.build_network(config))
+        assert trainer.steps_per_epoch == 3
+        schedule = trainer.optimizer.get_config()["learning_rate"]
+        assert schedule["config"]["steps_per_epoch"] == 3
 
     @pytest.mark.parametrize("argument, words", [
         ("--config.train.stepz=3", ["stepz", "no such field", "steps"]),
         ("--config.nosection.steps=3", ["nosection", "no section"]),
-        ("--config.train.steps.deeper=3", ["steps.deeper"]),
+        ("--config.train.steps.deeper=3", ["steps.deeper", "not a section"]),
+        ("--noconfig.train.xlaa", ["--config.train.xlaa: no such field"]),
     ])
     def test_unknown_keys_fail_with_a_message(self, argument, words):
-        with pytest.raises(KeyError) as info:
+        with pytest.raises(cli.UsageError) as info:
             _config(["--smoke", argument])
         for word in words:
             assert word in str(info.value)
@@ -94,14 +119,19 @@ class TestConfigOverrides:
         ("--config.train.xla=maybe", "bool"),
     ])
     def test_badly_typed_values_fail_with_a_message(self, argument, kind):
-        with pytest.raises(ValueError,
+        with pytest.raises(cli.UsageError,
                            match=f"expected a value of type {kind}"):
             _config(["--smoke", argument])
 
-    def test_other_arguments_are_refused(self, capsys):
-        with pytest.raises(SystemExit):
-            _config(["--smoke", "--steps=3"])
-        assert "overrides look like" in capsys.readouterr().err
+    @pytest.mark.parametrize("argv, message", [
+        (["--steps=3"], "unknown flag --steps"),
+        (["extra"], "unexpected argument 'extra'"),
+    ])
+    def test_other_arguments_are_refused(self, argv, message):
+        with pytest.raises(cli.UsageError, match=message) as info:
+            _config(["--smoke", *argv])
+        assert "overrides look like --config.train.steps=100" in str(
+            info.value)
 
 
 # === Runs of python -m experiments.train_clmvs ===
@@ -233,7 +263,8 @@ class TestWorkDirectory:
         config = json.loads((workdir / "config.json").read_text())
         assert config["train"]["steps"] == TOTAL_STEPS
         assert config["train"]["log_every"] == PERIOD
-        assert config["train"]["steps_per_epoch"] == 0  # 12 // 16, clamped
+        # 12 // 16 = 0, resolved to the 1 that the schedules use.
+        assert config["train"]["steps_per_epoch"] == 1
         assert config["model"]["num_depths"] == [8, 8, 8]
         assert config["loss"]["branches"] == ["regular"]
         assert config["loss"]["objective"] == "unsupervised"
@@ -299,13 +330,45 @@ class TestWorkDirectory:
             num_depths=(8, 8, 8), input_normalization="imagenet")
         assert np.abs(fresh(inputs)["depth"] - loaded["depth"]).max() > 1e-2
 
-    def test_eval_json(self, resumed_run):
-        metrics = json.loads((resumed_run[0] / "eval.json").read_text())
+    def test_eval_json_scores_the_final_network(self, resumed_run):
+        """eval.json holds the errors of model.keras on the first reference
+        of each held-out scene, recomputed here with numpy."""
+        from keras_mvs.data import pipeline
+        from keras_mvs.data import synthetic
+        from keras_mvs.models import trainer as trainer_lib
+
+        workdir = resumed_run[0]
+        metrics = json.loads((workdir / "eval.json").read_text())
         assert metrics["num_views_evaluated"] == 4  # 4 test scenes x 1
-        assert metrics["num_pixels"] > 0
-        assert metrics["mean_abs_error"] > 0
-        within = [metrics[f"within_{k}_intervals"] for k in (1, 2, 4)]
-        assert 0 <= within[0] <= within[1] <= within[2] <= 1
+        assert metrics["train_steps"] == TOTAL_STEPS
+        model = keras.saving.load_model(workdir / "model.keras")
+        dirs = synthetic.ensure_benchmark("test", height=32, width=64,
+                                          num_views=8)
+        batches = pipeline.make_eval_dataset(
+            pipeline.scene_dicts_from_folders(dirs, height=32, width=64), 2)
+        errors, intervals, seen = [], [], set()
+        for batch in batches:
+            scene = int(batch["scene_index"][0])
+            if scene in seen:  # eval.max_views_per_scene=1
+                continue
+            seen.add(scene)
+            depth = model(trainer_lib.network_inputs(batch),
+                          training=False)["depth"].numpy()[0]
+            truth = batch["depth"].numpy()[0]
+            valid = ((batch["mask"].numpy()[0] > 0.5) & (truth > 0)
+                     & np.isfinite(depth))
+            errors.append(np.abs(depth - truth)[valid].astype(np.float64))
+            low, high = batch["depth_range"].numpy()[0]
+            intervals.append(np.full(valid.sum(), (high - low) / 192.0))
+        assert len(seen) == 4
+        errors, intervals = np.concatenate(errors), np.concatenate(intervals)
+        assert metrics["num_pixels"] == errors.size > 0
+        np.testing.assert_allclose(metrics["mean_abs_error"], errors.mean(),
+                                   rtol=1e-4)
+        for k in (1, 2, 4):
+            np.testing.assert_allclose(
+                metrics[f"within_{k}_intervals"],
+                np.mean(errors <= k * intervals), atol=2.0 / errors.size)
 
 
 class TestNonFiniteLoss:
@@ -349,10 +412,10 @@ def test_default_strategy_without_cluster_or_gpus(monkeypatch):
     import tensorflow as tf
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    strategy = training.make_strategy()
+    strategy = distribute.make_strategy()
     assert strategy is tf.distribute.get_strategy()
     assert strategy.num_replicas_in_sync == 1
-    assert training.is_chief(strategy)
+    assert distribute.is_chief(strategy)
 
 
 @pytest.mark.large
@@ -390,11 +453,11 @@ def test_global_batch_must_split_over_the_replicas(monkeypatch, tmp_path):
     class TwoReplicas:
         num_replicas_in_sync = 2
 
-    monkeypatch.setattr(training, "make_strategy", TwoReplicas)
+    monkeypatch.setattr(distribute, "make_strategy", TwoReplicas)
     config = _config(["--smoke"])  # batch_size 1
     with pytest.raises(ValueError, match="batch_size=1 is the global batch "
                        "and must be a multiple of the 2 replicas"):
-        training.train_and_evaluate(config, tmp_path / "run")
+        driver.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # checked before any output
 
 
@@ -409,8 +472,8 @@ def test_time_budget_stops_after_the_budget_and_says_where(monkeypatch,
         optimizer = type("Optimizer", (), {"iterations": Iterations()})()
 
     clock = [1000.0]
-    monkeypatch.setattr(training.time, "monotonic", lambda: clock[0])
-    budget = training.TimeBudget(minutes=0.5)
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    budget = callbacks.TimeBudget(minutes=0.5)
     budget.set_model(Model())
     budget.on_train_begin()
     clock[0] += 29.0
@@ -466,13 +529,13 @@ class TestInit:
     def test_weights_are_copied(self, init_model):
         path, source = init_model
         config = _config(["--smoke", "--init", str(path)])
-        network = training.build_network(config)
+        network = driver.build_network(config)
         # Inside the trainer, as training builds it: the variable paths
         # then start with the trainer's name.
-        trainer = training.build_trainer(config, network)
+        trainer = driver.build_trainer(config, network)
         network.build()
         assert trainer.network is network
-        assert training.load_init_weights(network, str(path)) == len(
+        assert warm_start.load_init_weights(network, str(path)) == len(
             source.variables)
         for ours, theirs in zip(network.variables, source.variables):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
@@ -485,7 +548,7 @@ class TestInit:
                               aggregation="adaptive")
         other.build()
         with pytest.raises(ValueError, match="init.keras"):
-            training.load_init_weights(other, str(path))
+            warm_start.load_init_weights(other, str(path))
 
     def test_unknown_init_is_refused_before_training(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="preset name"):
@@ -513,8 +576,8 @@ def test_config_ranges(override, message):
 
 
 def test_main_reports_a_bad_config_in_one_line(capsys):
-    assert training.main(["--smoke", "--config.train.stepz=3"], "clmvs",
-                         "test", CLMVS_CONFIG) == 2
+    assert cli.main(["--smoke", "--config.train.stepz=3"], "clmvs",
+                    "test", CLMVS_CONFIG) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--config.train.stepz: no such field" in err[0]
 
@@ -534,9 +597,9 @@ class TestNanGuard:
 
     def test_nan_weights_stop_training_and_are_never_written(
             self, network, tmp_path):
-        guard = training.StopOnNaN(network)
+        guard = callbacks.StopOnNaN(network)
         guard.set_model(network)
-        checkpoint = training.AtomicCheckpoint(tmp_path, network, guard)
+        checkpoint = callbacks.AtomicCheckpoint(tmp_path, network, guard)
         checkpoint.set_model(network)
         checkpoint.on_epoch_end(0)
         written = sorted(tmp_path.glob("ckpt-*.weights.h5"))
@@ -552,8 +615,8 @@ class TestNanGuard:
 
     def test_checkpoint_refuses_non_finite_weights_by_itself(
             self, network, tmp_path):
-        guard = training.StopOnNaN(network)
-        checkpoint = training.AtomicCheckpoint(tmp_path, network, guard)
+        guard = callbacks.StopOnNaN(network)
+        checkpoint = callbacks.AtomicCheckpoint(tmp_path, network, guard)
         checkpoint.set_model(network)
         variable = network.variables[-1]
         variable.assign(np.full(variable.shape, np.inf, np.float32))
@@ -567,14 +630,14 @@ class TestDamagedBackup:
         (tmp_path / "training_metadata.json").write_text("{epoch: }")
         with pytest.raises(ValueError, match=r"training_metadata.json is not "
                            r"the JSON Keras writes.*delete"):
-            training.check_backup(tmp_path)
+            backup.check_backup(tmp_path)
 
     def test_unreadable_weights_are_named(self, tmp_path):
         for name in ("latest.weights.h5", "latest.weights.h5.bkp"):
             (tmp_path / name).write_bytes(b"\x89HDF\r\n" + b"0" * 100)
         with pytest.raises(ValueError, match=r"latest.weights.h5 .*latest"
                            r".weights.h5.bkp"):
-            training.check_backup(tmp_path)
+            backup.check_backup(tmp_path)
 
     def test_one_readable_copy_is_enough(self, tmp_path):
         import h5py
@@ -584,8 +647,8 @@ class TestDamagedBackup:
         (tmp_path / "latest.weights.h5").write_bytes(b"truncated")
         (tmp_path / "training_metadata.json").write_text(
             '{"epoch": 3, "batch": 0}')
-        training.check_backup(tmp_path)
-        training.check_backup(tmp_path / "absent")
+        backup.check_backup(tmp_path)
+        backup.check_backup(tmp_path / "absent")
 
 
 # === Fault test: kill -9 at random points, resume, same result ===
@@ -640,3 +703,14 @@ def test_killed_three_times_ends_where_an_uninterrupted_run_ends(tmp_path):
     print(f"kills after periods {list(kills)}; largest relative weight "
           f"difference {worst:.2e}")
     assert worst < 1e-4
+
+
+def test_help_lists_the_flags_and_exits_0(capsys):
+    assert cli.main(["--help"], "clmvs", "Unsupervised training.",
+                    CLMVS_CONFIG) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m experiments.train_clmvs")
+    assert "Unsupervised training." in out
+    for flag in ("--config", "--workdir", "--data", "--objective", "--init",
+                 "--smoke", "--verbose", "--config.KEY=VALUE"):
+        assert flag in out
