@@ -24,7 +24,7 @@ import sys
 from typing import Optional
 from typing import Sequence
 
-from keras_mvs.training import console
+from keras_mvs import console
 
 
 def _at_least_two(text: str) -> int:

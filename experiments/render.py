@@ -18,7 +18,7 @@ import sys
 from typing import Optional
 from typing import Sequence
 
-from experiments import console
+from keras_mvs import console
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

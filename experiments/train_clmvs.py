@@ -17,7 +17,7 @@ import sys
 from typing import Optional
 from typing import Sequence
 
-from keras_mvs.training import console
+from keras_mvs import console
 
 CONFIG = pathlib.Path(__file__).parent / "configs" / "clmvs.py"
 

@@ -35,13 +35,16 @@ FOLDER_MODE = 0o777 & ~_UMASK
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[pathlib.Path]:
-    """Yields a temporary path beside `path` (same suffix, so libraries that
-    choose a format by suffix, like Keras's `save`, still do); when the
-    block ends without error the file is renamed to `path` with the usual
-    mode, otherwise it is removed and `path` is left as it was."""
+    """Yields a temporary path beside `path` with the same suffixes (so
+    libraries that choose a format by name, like Keras's `save` and
+    `save_weights` with `.weights.h5`, still do); when the block ends
+    without error the file is renamed to `path` with the usual mode,
+    otherwise it is removed and `path` is left as it was."""
     path = pathlib.Path(path)
+    suffix = "".join(path.suffixes)
+    stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
     handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.stem}.tmp-", suffix=path.suffix,
+        prefix=f".{stem}.tmp-", suffix=suffix,
         dir=path.parent if str(path.parent) else ".")
     os.close(handle)
     temporary = pathlib.Path(temporary)

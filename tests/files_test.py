@@ -33,10 +33,16 @@ def test_every_writer_gives_the_ordinary_file_mode(tmp_path, umask_022):
     with files.atomic_path(tmp_path / "model.keras") as temporary:
         assert temporary.suffix == ".keras" and temporary.parent == tmp_path
         temporary.write_bytes(b"model")
-    for name in ("a.bin", "a.txt", "a.json", "a.png", "a.ply", "model.keras"):
+    with files.atomic_path(tmp_path / "ckpt-7.weights.h5") as temporary:
+        # Keras's save_weights insists on the whole `.weights.h5`.
+        assert temporary.name.endswith(".weights.h5")
+        assert temporary.name.startswith(".ckpt-7.tmp-")
+        temporary.write_bytes(b"weights")
+    names = ["a.bin", "a.json", "a.ply", "a.png", "a.txt", "ckpt-7.weights.h5",
+             "model.keras"]
+    for name in names:
         assert _mode(tmp_path / name) == 0o644, name
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "a.bin", "a.json", "a.ply", "a.png", "a.txt", "model.keras"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

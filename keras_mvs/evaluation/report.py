@@ -1,6 +1,6 @@
 """The metrics in words: readable names, units and aligned columns."""
 
-from keras_mvs.training import console
+from keras_mvs import console
 
 # Readable names and units of the metrics; "depth" is the cameras' unit.
 METRICS = {

@@ -178,7 +178,7 @@ def _error(message: object) -> None:
 def run(args: argparse.Namespace,
         command_line: str) -> Tuple[int, List[Tuple[str, str]]]:
     """Runs the command on arguments `check_arguments` passed; the entry
-    point prints `wrote` (`experiments.console.wrote`).
+    point prints `wrote` (`keras_mvs.console.wrote`).
 
     Args:
         args: the parsed flags.

@@ -18,10 +18,11 @@ Modules, one job each:
                  (`distributed_fit`)
     heldout      depth on held-out scenes: at the end of a run, and of a
                  saved model (`python -m experiments.evaluate depth`)
-    console      what commands print: quiet TensorFlow logs, stage lines,
-                 status lines, the list of written files
+
+What every command prints (quiet TensorFlow logs, stage lines, status lines,
+the list of written files) is `keras_mvs.console`.
 
 This package imports nothing at import time: `console.quiet_tensorflow`
 has to run before TensorFlow is imported, and the entry points import
-`keras_mvs.training.console` first.
+`keras_mvs.console` first.
 """

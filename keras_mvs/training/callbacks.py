@@ -13,7 +13,6 @@ Checkpoints hold finite weights only: once `StopOnNaN` fired, neither
 themselves before writing.
 """
 
-import os
 import pathlib
 import sys
 import threading
@@ -28,32 +27,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mvs import console
+from keras_mvs import files
 from keras_mvs.models import trainer as trainer_lib
-from keras_mvs.training import console
 
 
 def write_checkpoint(directory: pathlib.Path, network: keras.Model,
                      step: int, keep: int) -> pathlib.Path:
     """Writes `ckpt-STEP.weights.h5` atomically; keeps the newest `keep`.
 
-    The weights go to a temporary name that is renamed when complete, so a
-    checkpoint that exists is whole. `keras_mvs.files.atomic_path` cannot
-    serve here: its temporary name keeps only the last suffix (`.h5`), and
-    Keras's `save_weights` requires names ending in `.weights.h5`.
-
     Returns:
         The checkpoint's path.
     """
-    directory = pathlib.Path(directory)
-    final = directory / f"ckpt-{step:08d}.weights.h5"
-    tmp = directory / f".tmp-ckpt-{step:08d}.weights.h5"
-    try:
-        network.save_weights(tmp)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    for old in sorted(directory.glob("ckpt-*.weights.h5"))[:-keep]:
+    final = pathlib.Path(directory) / f"ckpt-{step:08d}.weights.h5"
+    with files.atomic_path(final) as temporary:
+        network.save_weights(temporary)
+    for old in sorted(final.parent.glob("ckpt-*.weights.h5"))[:-keep]:
         old.unlink()
     return final
 

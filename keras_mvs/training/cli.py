@@ -33,10 +33,10 @@ from absl import flags
 from ml_collections.config_flags import config_flags
 from ml_collections.config_flags import tuple_parser
 
+from keras_mvs import console
 from keras_mvs import evaluation
 from keras_mvs.models import trainer as trainer_lib
 from keras_mvs.training import config as config_lib
-from keras_mvs.training import console
 from keras_mvs.training import driver
 
 _OVERRIDE_EXAMPLE = "--config.train.steps=100"

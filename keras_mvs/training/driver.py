@@ -33,6 +33,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from keras_mvs import console
 from keras_mvs import files
 from keras_mvs import models
 from keras_mvs import schedules
@@ -41,7 +42,6 @@ from keras_mvs.data import specs
 from keras_mvs.models import trainer as trainer_lib
 from keras_mvs.training import backup
 from keras_mvs.training import callbacks
-from keras_mvs.training import console
 from keras_mvs.training import distribute
 from keras_mvs.training import heldout
 from keras_mvs.training import warm_start

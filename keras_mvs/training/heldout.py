@@ -18,11 +18,11 @@ from typing import Tuple
 import keras
 import ml_collections
 
+from keras_mvs import console
 from keras_mvs import evaluation
 from keras_mvs import inference
 from keras_mvs.data import specs
 from keras_mvs.data import synthetic
-from keras_mvs.training import console
 
 
 def prepare_synthetic(splits: Sequence[str], *, height: int, width: int,

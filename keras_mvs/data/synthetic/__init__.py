@@ -38,7 +38,7 @@ One module per job, the public names re-exported here:
 * `shading`: procedural textures and the lighting model.
 * `surface`: surface samples, their visibility, the ground-truth surface.
 * `render`: `render_scene`.
-* `output`: `write_scene`, the cached benchmark, `preview`.
+* `output`: `write_scene`, `write_scenes`, the cached benchmark, `preview`.
 """
 
 from keras_mvs.data.synthetic.output import benchmark_dir
@@ -46,6 +46,7 @@ from keras_mvs.data.synthetic.output import benchmark_seeds
 from keras_mvs.data.synthetic.output import ensure_benchmark
 from keras_mvs.data.synthetic.output import preview
 from keras_mvs.data.synthetic.output import write_scene
+from keras_mvs.data.synthetic.output import write_scenes
 from keras_mvs.data.synthetic.render import RENDERER_VERSION
 from keras_mvs.data.synthetic.render import render_scene
 from keras_mvs.data.synthetic.scene_config import BENCHMARK_NUM_VIEWS

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 from typing import Optional
+from typing import Sequence
 from typing import Union
 
 import numpy as np
@@ -99,6 +100,56 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def write_scenes(
+    configs: Sequence[scene_config.SceneConfig],
+    folders: Sequence[Union[str, os.PathLike]],
+    overwrite: bool = False,
+    preview_path: Optional[Union[str, os.PathLike]] = None,
+    on_scene: Optional[Callable[[int], None]] = None,
+) -> list[Path]:
+    """Renders `configs[k]` into `folders[k]` (`write_scene`), all or none.
+
+    Existing non-empty folders are refused before anything is rendered, so
+    a refused run leaves nothing half done.
+
+    Args:
+        configs: one `SceneConfig` per scene.
+        folders: the scene folders, as many as `configs`.
+        overwrite: replace existing folders.
+        preview_path: also write `preview` of the first scene's middle view
+            (a PNG) there.
+        on_scene: called with k + 1 after scene k is written (progress).
+
+    Returns:
+        The scene folders.
+
+    Raises:
+        FileExistsError: a folder exists, is not empty and `overwrite` is
+            False (the message names it).
+        ValueError: `configs` and `folders` differ in length.
+    """
+    folders = [Path(folder) for folder in folders]
+    if len(configs) != len(folders):
+        raise ValueError(f"write_scenes: {len(configs)} configs for "
+                         f"{len(folders)} folders")
+    existing = [folder for folder in folders
+                if folder.exists() and any(folder.iterdir())]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists and is not empty; "
+                              "pass --overwrite to replace it")
+    for index, (config, folder) in enumerate(zip(configs, folders,
+                                                 strict=True)):
+        scene = render.render_scene(config)
+        write_scene(scene, folder, overwrite=overwrite)
+        if index == 0 and preview_path is not None:
+            files.write_png(preview_path,
+                            preview(scene, view=config.num_views // 2),
+                            compress_level=9)
+        if on_scene is not None:
+            on_scene(index + 1)
+    return folders
 
 
 def benchmark_seeds(split: str) -> tuple[int, ...]:

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
+from keras_mvs import console
 from keras_mvs import evaluation
 from keras_mvs.training import callbacks
-from keras_mvs.training import console
 from keras_mvs.training import distribute
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
