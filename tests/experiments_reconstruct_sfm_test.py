@@ -131,3 +131,35 @@ def test_photos_to_cloud(tiny_model, tmp_path, capsys):
     assert (out / "sfm" / "dense" / "sparse").is_dir()
     assert len(list((out / "mvsnet_scene" / "cams").iterdir())) == 5
     assert (out / "fused.ply").is_file()
+
+
+@pytest.mark.parametrize("value", ["3310,317", "3310,-1,200", "f,cx,cy"])
+def test_malformed_camera_params(tiny_model, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--images", str(tmp_path), "--model", str(tiny_model),
+                  "--out", str(tmp_path / "out"),
+                  "--sfm-camera-params", value])
+    assert exit_info.value.code == 2
+    assert (f"argument --sfm-camera-params: expected known intrinsics "
+            f"'f,cx,cy' (SIMPLE_PINHOLE) or 'fx,fy,cx,cy' (PINHOLE), "
+            f"pixels; received '{value}'") in capsys.readouterr().err
+
+
+def test_camera_params_must_fit_the_model(tiny_model, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    status = cli.main(["--images", str(photos), "--model", str(tiny_model),
+                       "--out", str(tmp_path / "out"),
+                       "--sfm-camera-params", "3310,3300,317,200"])
+    assert status == 2
+    assert ("4 values do not fit --sfm-camera-model SIMPLE_PINHOLE"
+            in _error_line(capsys))
+
+
+def test_camera_params_reach_the_sfm_options():
+    from keras_mvs.reconstruct import scenes
+
+    options = scenes.sfm_options(camera_model="PINHOLE",
+                                 camera_params=(3310.4, 3325.5, 317.2, 201.1))
+    assert options.camera_params == (3310.4, 3325.5, 317.2, 201.1)
+    assert scenes.sfm_options().camera_params is None

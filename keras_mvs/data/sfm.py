@@ -116,6 +116,12 @@ class SfmOptions:
         max_reg_trials: registration attempts per image.
         two_view_tracks: triangulate points seen by two images only.
         init_image_names: optional names of the initial image pair.
+        camera_params: known intrinsics of the shared camera, in the
+            order of `camera_model`'s parameters (SIMPLE_PINHOLE: "f, cx,
+            cy"; PINHOLE: "fx, fy, cx, cy"; COLMAP's pixel convention,
+            the top-left pixel centre at (0.5, 0.5)); the focal length
+            is still refined, the principal point kept. None: estimated
+            from the images (principal point at the image centre).
         num_threads: threads, -1 for all cores.
         random_seed: seed of COLMAP's RANSAC and mapper (-1: random);
             with more than one thread the runs can still differ a little.
@@ -141,6 +147,7 @@ class SfmOptions:
     max_reg_trials: int = 6
     two_view_tracks: bool = True
     init_image_names: Optional[Tuple[str, str]] = None
+    camera_params: Optional[Tuple[float, ...]] = None
     num_threads: int = -1
     random_seed: int = 0
 
@@ -393,6 +400,9 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
     stage = time.perf_counter()
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = options.camera_model
+    if options.camera_params is not None:
+        reader.camera_params = ",".join(
+            repr(float(value)) for value in options.camera_params)
     pycolmap.extract_features(
         database, images_dir, image_names=names,
         camera_mode=(pycolmap.CameraMode.SINGLE if options.single_camera

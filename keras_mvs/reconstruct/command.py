@@ -103,6 +103,12 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     add("--sfm-camera-model", default="SIMPLE_PINHOLE",
         help="COLMAP camera model shared by the photos (SIMPLE_RADIAL or "
         "OPENCV for lenses with visible distortion)")
+    add("--sfm-camera-params", type=cli.comma_tuple(
+        float, (3, 4), "known intrinsics 'f,cx,cy' (SIMPLE_PINHOLE) or "
+        "'fx,fy,cx,cy' (PINHOLE), pixels", lambda value: value > 0),
+        help="known intrinsics of the camera (COLMAP's pixel convention); "
+        "the principal point is kept, the focal length refined. Default: "
+        "estimated, principal point at the image centre")
     add("--sfm-max-features", type=cli.positive_int, default=8192,
         help="SIFT features per image")
     add("--sfm-init-pair", help="two image names to start the incremental "
@@ -217,7 +223,8 @@ def run(args: argparse.Namespace,
             scene, sfm_record = scenes.scene_from_photos(
                 pathlib.Path(args.images), out_dir, scenes.sfm_options(
                     args.sfm_matcher, args.sfm_mapper, args.sfm_camera_model,
-                    args.sfm_max_features, args.sfm_init_pair))
+                    args.sfm_max_features, args.sfm_init_pair,
+                    args.sfm_camera_params))
             if args.min_consistent_views is None:
                 config, adapted = driver.fit_filter_to_pairs(config,
                                                              scene.pairs)

@@ -68,9 +68,12 @@ def open_scene(scene_dir: pathlib.Path, images: Optional[str],
 def sfm_options(matcher: str = "auto", mapper: str = "auto",
                 camera_model: str = "SIMPLE_PINHOLE",
                 max_features: int = 8192,
-                init_pair: Optional[str] = None) -> sfm.SfmOptions:
+                init_pair: Optional[str] = None,
+                camera_params: Optional[Tuple[float, ...]] = None,
+                ) -> sfm.SfmOptions:
     """The SfmOptions of the --sfm-* flags (`init_pair` is the text of
-    `--sfm-init-pair`, two image names separated by a comma).
+    `--sfm-init-pair`, two image names separated by a comma;
+    `camera_params` the values of `--sfm-camera-params`).
 
     Raises:
         ValueError: an invalid value (the message names the flag).
@@ -86,9 +89,17 @@ def sfm_options(matcher: str = "auto", mapper: str = "auto",
         raise ValueError(
             f"--sfm-camera-model: expected one of {sfm.CAMERA_MODELS}; "
             f"received {camera_model!r}")
+    if camera_params is not None:
+        wanted = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4}.get(camera_model)
+        if wanted != len(camera_params):
+            raise ValueError(
+                f"--sfm-camera-params: {len(camera_params)} values do not "
+                f"fit --sfm-camera-model {camera_model}; expected 3 (f, cx, "
+                "cy) with SIMPLE_PINHOLE or 4 (fx, fy, cx, cy) with PINHOLE")
     return sfm.SfmOptions(
         matcher=matcher, mapper=mapper, camera_model=camera_model,
-        max_num_features=max_features, init_image_names=init)
+        max_num_features=max_features, init_image_names=init,
+        camera_params=camera_params)
 
 
 def scene_from_photos(

@@ -1,6 +1,7 @@
 """Tests of keras_mvs.data.sfm: bad photo sets, and camera accuracy of
 structure from motion on a rendered scene with exact cameras."""
 
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -208,3 +209,33 @@ def test_model_disagreement():
     # Fewer than 3 common images: undefined.
     assert sfm.model_disagreement(first, {"v0.png": centres[0],
                                           "v1.png": centres[1]}) is None
+
+
+@pytest.mark.large
+def test_known_intrinsics_are_kept(tmp_path):
+    """`camera_params`: the principal point stays where it was given (the
+    COLMAP convention, +0.5 px), the centres match the true ones."""
+    config = dataclasses.replace(_SCENE, seed=5)
+    scene = synthetic.render_scene(config)
+    (tmp_path / "images").mkdir()
+    for view, image in enumerate(scene["images"]):
+        Image.fromarray(image).save(
+            tmp_path / "images" / f"view_{view:02d}.png")
+    k = scene["intrinsics"][0]
+    given = (k[0, 0], k[0, 2] + 0.5, k[1, 2] + 0.5)
+    result = sfm.run_sfm(tmp_path / "images", tmp_path / "sfm",
+                         sfm.SfmOptions(camera_params=given))
+    assert result.unregistered == []
+    conversion = colmap.convert(result.model_dir, result.images_dir)
+    intrinsics = conversion.cameras[0].intrinsics
+    np.testing.assert_allclose(intrinsics[:2, 2], k[:2, 2], atol=1e-6)
+    assert abs(intrinsics[0, 0] / k[0, 0] - 1) < 0.02
+    estimated = sfm.camera_centres(result.model_dir)
+    source = np.stack([estimated[f"view_{v:02d}.png"]
+                       for v in range(config.num_views)])
+    target = _true_centres(scene)
+    scale, rotation, translation = sfm.similarity_fit(source, target)
+    aligned = scale * source @ rotation.T + translation
+    radius = np.mean(np.linalg.norm(target - target.mean(0), axis=1))
+    errors = np.linalg.norm(aligned - target, axis=1) / radius
+    assert errors.max() < _CENTRE_BOUND, errors
