@@ -216,6 +216,21 @@ def staging_directory(out_dir: PathLike) -> pathlib.Path:
                                          dir=out_dir.parent))
 
 
+@contextlib.contextmanager
+def staged_directory(out_dir: PathLike) -> Iterator[pathlib.Path]:
+    """Yields an empty staging folder beside `out_dir`; when the block ends
+    without error the folder is published as `out_dir`
+    (`publish_directory`), otherwise it is removed and `out_dir` is left
+    as it was."""
+    staging = staging_directory(out_dir)
+    try:
+        yield staging
+        publish_directory(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def publish_directory(staging: PathLike, out_dir: PathLike) -> None:
     """Moves a completely written `staging` folder into place as `out_dir`.
 

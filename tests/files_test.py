@@ -101,3 +101,18 @@ def test_publish_directory_replaces_a_whole_folder(tmp_path, umask_022):
     assert [p.name for p in out.iterdir()] == ["fresh.txt"]
     assert _mode(out) == 0o755
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_staged_directory_publishes_only_a_finished_folder(tmp_path):
+    out = tmp_path / "scene"
+    out.mkdir()
+    (out / "old.txt").write_text("previous")
+    with pytest.raises(RuntimeError, match="render failed"):
+        with files.staged_directory(out) as staging:
+            (staging / "half.txt").write_text("half")
+            raise RuntimeError("render failed")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["scene"]
+    with files.staged_directory(out) as staging:
+        (staging / "new.txt").write_text("complete")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]

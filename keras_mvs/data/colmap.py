@@ -478,8 +478,7 @@ def write_mvsnet_folder(
         raise FileExistsError(
             f"write_mvsnet_folder: {out_dir} exists and is not empty; pass "
             "overwrite=True to replace it")
-    staging = files.staging_directory(out_dir)
-    try:
+    with files.staged_directory(out_dir) as staging:
         (staging / "images").mkdir()
         (staging / "cams").mkdir()
         for view, (path, camera) in enumerate(zip(conversion.image_paths,
@@ -491,10 +490,6 @@ def write_mvsnet_folder(
         formats.write_pair_file(staging / "pair.txt", conversion.pairs)
         files.write_text(staging / "image_names.txt", "".join(
             f"{view} {name}\n" for view, name in enumerate(conversion.names)))
-        files.publish_directory(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_mvs.data import formats
 from keras_mvs.data import synthetic
 from tfds_builders import mvs_scene
 
@@ -105,14 +104,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # The same Camera (and so the same range) a reader of the scene's
         # written cam files builds (synthetic.write_scene).
         depth_range = [
-            formats.Camera(
-                intrinsics=scene["intrinsics"][view],
-                cam_from_world=scene["cam_from_world"][view],
-                depth_min=float(scene["depth_min"][view]),
-                depth_interval=float(scene["depth_interval"][view]),
-                num_depths=int(scene["num_depths"]),
-                depth_max=float(scene["depth_max"][view]),
-            ).depth_range(config.num_depths, config.interval_scale)
+            synthetic.scene_camera(scene, view).depth_range(
+                config.num_depths, config.interval_scale)
             for view in view_ids]
         masks = np.where(scene["masks"], MASK_VALID, 0).astype(np.uint8)
         return {

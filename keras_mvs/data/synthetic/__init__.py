@@ -45,6 +45,7 @@ from keras_mvs.data.synthetic.output import benchmark_dir
 from keras_mvs.data.synthetic.output import benchmark_seeds
 from keras_mvs.data.synthetic.output import ensure_benchmark
 from keras_mvs.data.synthetic.output import preview
+from keras_mvs.data.synthetic.output import scene_camera
 from keras_mvs.data.synthetic.output import write_scene
 from keras_mvs.data.synthetic.output import write_scenes
 from keras_mvs.data.synthetic.render import RENDERER_VERSION

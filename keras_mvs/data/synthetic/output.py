@@ -34,6 +34,18 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     files.write_png(path, array, compress_level=6, optimize=False)
 
 
+def scene_camera(scene: dict, view: int) -> formats.Camera:
+    """View `view` of a rendered scene as the Camera its cam file holds
+    (intrinsics, pose and the 4-field depth line)."""
+    return formats.Camera(
+        intrinsics=scene["intrinsics"][view],
+        cam_from_world=scene["cam_from_world"][view],
+        depth_min=float(scene["depth_min"][view]),
+        depth_interval=float(scene["depth_interval"][view]),
+        num_depths=int(scene["num_depths"]),
+        depth_max=float(scene["depth_max"][view]))
+
+
 def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
                 overwrite: bool = False) -> Path:
     """Writes a rendered scene in the MVSNet layout.
@@ -66,8 +78,7 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
         raise FileExistsError(
             f"write_scene: {out_dir} exists and is not empty; pass "
             "overwrite=True to replace it.")
-    staging = files.staging_directory(out_dir)
-    try:
+    with files.staged_directory(out_dir) as staging:
         for sub in ("images", "cams", "depths", "masks"):
             (staging / sub).mkdir()
         for view in range(len(scene["images"])):
@@ -79,15 +90,8 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
                            np.uint8))
             formats.write_pfm(staging / "depths" / f"{name}.pfm",
                               scene["depths"][view])
-            formats.write_cam_file(
-                staging / "cams" / f"{name}_cam.txt",
-                formats.Camera(
-                    intrinsics=scene["intrinsics"][view],
-                    cam_from_world=scene["cam_from_world"][view],
-                    depth_min=float(scene["depth_min"][view]),
-                    depth_interval=float(scene["depth_interval"][view]),
-                    num_depths=int(scene["num_depths"]),
-                    depth_max=float(scene["depth_max"][view])))
+            formats.write_cam_file(staging / "cams" / f"{name}_cam.txt",
+                                   scene_camera(scene, view))
         formats.write_pair_file(staging / "pair.txt", scene["pairs"])
         files.write_ply(staging / "gt_surface.ply", scene["surface_points"],
                         normals=scene["surface_normals"])
@@ -95,10 +99,6 @@ def write_scene(scene: dict, out_dir: Union[str, os.PathLike],
                   "primitives": scene["primitives"]}
         files.write_text(staging / "scene.json",
                          json.dumps(record, indent=1, sort_keys=True) + "\n")
-        files.publish_directory(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
