@@ -389,15 +389,17 @@ def main(argv: list | None = None) -> None:
     first = time.perf_counter() - start
     first_working = _peak_rss_mb() - before
     _reset_peak_rss()
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         call()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     print(json.dumps({
         "framework": "pytorch", "variant": args.variant, "mode": args.mode,
         "size": args.size, "views": args.views,
         "median_s": float(np.median(times)), "first_s": first,
+        "median_cpu_s": float(np.median(cpu_times)),
         "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb(),
         "working_mb": _peak_rss_mb() - before,
         "first_working_mb": first_working}))
