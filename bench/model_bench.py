@@ -152,8 +152,14 @@ def _inputs(num_views: int, height: int, width: int) -> dict:
 
 
 def run_one(size: str, mode: str, repeats: int, num_views: int,
-            budget: float, aggregation: str = "adaptive") -> dict:
-    """Times one configuration in this process; returns a result row."""
+            budget: float, aggregation: str = "adaptive",
+            memory_budget_gb: float = None) -> dict:
+    """Times one configuration in this process; returns a result row.
+
+    With `memory_budget_gb`, the view is run as `reconstruct` runs it under
+    that budget: in one call when the memory model says it fits, else in
+    the tiles of `planning.plan_tiles` (`CascadeMVSNet.predict_tiled`).
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -166,14 +172,30 @@ def run_one(size: str, mode: str, repeats: int, num_views: int,
                                  aggregation=aggregation, head="unity",
                                  xla_warp=mode == "graph_xla_warp")
     model.build()
-    infer = tf.function(
-        lambda batch: {k: model(batch, training=False)[k]
-                       for k in ("depth", "confidence")},
-        jit_compile=mode == "xla")
+    def network(batch):
+        # One call: a comprehension calling the model per key (as before)
+        # built two networks into the graph, run concurrently.
+        outputs = model(batch, training=False)
+        return {k: outputs[k] for k in ("depth", "confidence")}
+
+    infer = tf.function(network, jit_compile=mode == "xla")
+    tiles = [None]
+    if memory_budget_gb is not None:
+        from keras_mvs.reconstruct import planning
+
+        shape = planning.NetworkShape((48, 32, 8), model._feature_channels(),
+                                      192, True)
+        tiles = planning.plan_tiles(height, width, num_views, shape,
+                                    int(memory_budget_gb * 2**30))
+        if len(tiles) > 1:
+            windows = [(tile.window, tile.core) for tile in tiles]
+
+            def infer(batch):
+                return model.predict_tiled(batch, windows)
     tf.config.experimental.reset_memory_stats("CPU:0")
     rss_before = current_rss_mb()
     start = time.perf_counter()
-    infer(inputs)["depth"].numpy()
+    np.asarray(infer(inputs)["depth"])
     first = time.perf_counter() - start
     # The first call also traces and compiles (XLA's compiler holds memory
     # the later calls do not): its figures are kept apart.
@@ -183,7 +205,7 @@ def run_one(size: str, mode: str, repeats: int, num_views: int,
     times, cpu_times = [], []
     while len(times) < repeats and (not times or sum(times) < budget):
         start, cpu_start = time.perf_counter(), time.process_time()
-        infer(inputs)["depth"].numpy()
+        np.asarray(infer(inputs)["depth"])
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
     return {"size": size, "mode": mode, "runs": len(times),
@@ -192,7 +214,7 @@ def run_one(size: str, mode: str, repeats: int, num_views: int,
             "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb(),
             "working_mb": peak_rss_mb() - rss_before,
             "tf_peak_mb": tf_peak_mb(), "first_working_mb": first_working,
-            "first_tf_peak_mb": first_tf_peak}
+            "first_tf_peak_mb": first_tf_peak, "tiles": len(tiles)}
 
 
 def tf_peak_mb() -> float:
@@ -218,12 +240,17 @@ def main(argv=None) -> None:
                         f"{DEFAULT_TORCH_PYTHON}")
     parser.add_argument("--torch-variant", default="unimvsnet",
                         choices=("unimvsnet", "casmvsnet"))
+    parser.add_argument("--memory-budget-gb", type=float, default=None,
+                        help="run each view as reconstruct would under this "
+                        "budget (tiles when the memory model says it does "
+                        "not fit)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         size, mode = args.child.split(":")
         print(json.dumps(run_one(size, mode, args.repeats, args.views,
-                                 args.budget, args.aggregation)))
+                                 args.budget, args.aggregation,
+                                 args.memory_budget_gb)))
         return
     python, torch_note = torch_python(args.torch_python)
     variant = args.torch_variant
@@ -240,6 +267,8 @@ def main(argv=None) -> None:
                        f"{size}:{mode}", "--repeats", str(args.repeats),
                        "--views", str(args.views), "--budget",
                        str(args.budget), "--aggregation", args.aggregation]
+            if args.memory_budget_gb is not None:
+                command += ["--memory-budget-gb", str(args.memory_budget_gb)]
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{size} {mode} failed:\n{out.stderr[-2000:]}",
@@ -267,7 +296,9 @@ def main(argv=None) -> None:
                      f"{base['working_mb']:9.0f} "
                      f"{base['median_s'] / row['median_s']:7.2f}x "
                      f"{row['working_mb'] / base['working_mb']:8.2f}x")
-        print(f"{row['size']:9s} {row['mode']:14s} {row['runs']:4d} "
+        mode = row["mode"] + (f" x{row['tiles']}" if row.get("tiles", 1) > 1
+                              else "")
+        print(f"{row['size']:9s} {mode:14s} {row['runs']:4d} "
               f"{row['median_s']:9.3f} {row['median_cpu_s']:7.2f} "
               f"{row['first_s']:8.1f} {row['first_working_mb']:7.0f} "
               f"{row['working_mb']:8.0f} {row['tf_peak_mb']:8.0f} {extra}")
