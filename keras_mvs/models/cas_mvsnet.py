@@ -549,8 +549,7 @@ class CascadeMVSNet(keras.Model):
             self._tiled_functions = (
                 tf.function(lambda inputs: self._features_view_by_view(
                     self._normalized_images(inputs)), reduce_retracing=True),
-                tf.function(lambda features, inputs, window: self._cascade(
-                    features, inputs, False, window), reduce_retracing=True))
+                tf.function(self._window_maps, reduce_retracing=True))
         features_fn, cascade_fn = self._tiled_functions
         features = features_fn(inputs)
         result = {key: np.zeros((batch, height, width), np.float32)
@@ -562,6 +561,7 @@ class CascadeMVSNet(keras.Model):
         for window, core in tiles:
             outputs = cascade_fn(features, inputs,
                                  tf.constant(window, tf.int32))
+            outputs = tf.nest.map_structure(np.asarray, outputs)
             targets = [(result, outputs, 1)] + [
                 (kept, stage, round(1.0 / scale)) for kept, stage, scale in
                 zip(result["stages"], outputs["stages"], STAGE_SCALES)]
@@ -569,10 +569,20 @@ class CascadeMVSNet(keras.Model):
                 wy, _, wx, _ = (v // divisor for v in window)
                 cy0, cy1, cx0, cx1 = (v // divisor for v in core)
                 for key in ("depth", "confidence"):
-                    kept[key][:, cy0:cy1, cx0:cx1] = np.asarray(
-                        computed[key])[:, cy0 - wy:cy1 - wy,
-                                       cx0 - wx:cx1 - wx]
+                    kept[key][:, cy0:cy1, cx0:cx1] = computed[key][
+                        :, cy0 - wy:cy1 - wy, cx0 - wx:cx1 - wx]
+            del outputs, targets  # not alive during the next window
         return result
+
+    def _window_maps(self, features, inputs, window):
+        """The depth and confidence maps of one window (`_cascade`), without
+        the stage volumes, logits and hypotheses."""
+        outputs = self._cascade(features, inputs, False, window)
+        return {"depth": outputs["depth"],
+                "confidence": outputs["confidence"],
+                "stages": [{"depth": stage["depth"],
+                            "confidence": stage["confidence"]}
+                           for stage in outputs["stages"]]}
 
     # === Config ===
     def get_config(self):
