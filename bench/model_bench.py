@@ -105,12 +105,13 @@ def torch_python(option) -> tuple:
 
 
 def run_torch(python: str, size: str, views: int, variant: str, mode: str,
-              repeats: int) -> dict:
+              repeats: int, threads: int = 2) -> dict:
     """Runs tools/torch_reference.py in a fresh process; its JSON row."""
     out = subprocess.run(
         [python, str(TORCH_REFERENCE), "--size", size, "--views",
          str(views), "--variant", variant, "--mode", mode, "--repeats",
-         str(repeats)], capture_output=True, text=True)
+         str(repeats), "--threads", str(threads)], capture_output=True,
+        text=True)
     if out.returncode != 0:
         print(f"PyTorch {size} {mode} failed:\n{out.stderr[-2000:]}",
               file=sys.stderr)
@@ -240,6 +241,10 @@ def main(argv=None) -> None:
                         f"{DEFAULT_TORCH_PYTHON}")
     parser.add_argument("--torch-variant", default="unimvsnet",
                         choices=("unimvsnet", "casmvsnet"))
+    parser.add_argument("--torch-threads", type=int, default=2,
+                        help="torch.set_num_threads of the baseline (on a "
+                        "loaded machine, 2 OpenMP threads spin and run "
+                        "slower than 1)")
     parser.add_argument("--memory-budget-gb", type=float, default=None,
                         help="run each view as reconstruct would under this "
                         "budget (tiles when the memory model says it does "
@@ -260,7 +265,8 @@ def main(argv=None) -> None:
     for size in args.sizes.split(","):
         if python is not None:
             baselines[size] = run_torch(python, size, args.views, variant,
-                                        "inference", min(args.repeats, 3))
+                                        "inference", min(args.repeats, 3),
+                                        args.torch_threads)
             print(baselines[size], flush=True)
         for mode in args.modes.split(","):
             command = [sys.executable, "-m", "bench.model_bench", "--child",
@@ -278,7 +284,8 @@ def main(argv=None) -> None:
             print(rows[-1], flush=True)
     print(f"\nInference, {args.views} views, batch 1, D=48/32/8, "
           f"{args.aggregation} + unity (median of up to {args.repeats} calls "
-          f"after the first); PyTorch baseline: {variant}, {torch_note}; "
+          f"after the first); PyTorch baseline: {variant}, "
+          f"{args.torch_threads} threads, {torch_note}; "
           f"{os.cpu_count()} CPUs, 1-min load "
           f"average {load_before:.1f} before and {os.getloadavg()[0]:.1f} "
           "after (other processes inflate wall-clock times)")
