@@ -35,7 +35,8 @@ SIZE_MULTIPLE = 32
 # resize). From a final pixel: 30 full-resolution pixels, then 30 / 2 + 1 +
 # 30 = 46 half-resolution ones, then 46 / 2 + 1 + 30 = 54 quarter-resolution
 # ones, i.e. 216 input pixels, rounded up to a multiple of SIZE_MULTIPLE
-# (tests/models/cas_mvsnet_tiling_test.py checks the exact equality).
+# (tests/models/cas_mvsnet_tiling_test.py checks the equality up to float
+# round-off, and that 128 pixels are not enough).
 TILE_MARGIN = 224
 
 # The plane-sweep warp is gather-bound. On CPU, TF's gather kernels make it
