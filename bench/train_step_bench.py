@@ -1,6 +1,7 @@
 """Training-step speed and memory: supervised UFL and the CL three-branch step.
 
     python -m bench.train_step_bench [--repeats N] [--height H --width W]
+                                     [--torch-python PYTHON|none]
 
 Each configuration runs in a fresh subprocess so that its peak resident memory
 (ru_maxrss) is its own. Reported: median seconds per optimizer step over the
@@ -10,16 +11,25 @@ the default training path; "graph_xla_warp" is graph mode with only the
 plane-sweep warp compiled (`--config.model.xla_warp=true`); "xla" compiles
 forward + loss + gradients per replica (`--config.train.xla=true`).
 
-Reference (issue 4): the official PyTorch UniMVSNet training step on this CPU
-(2 threads, 3 views, 128x160) takes about 1.5 s.
+"Working MB" is the peak resident memory during the timed steps minus the
+resident memory just before the first step ("1st MB": during the first step,
+which traces; see bench/model_bench.py). With a PyTorch interpreter
+(`--torch-python`, the environment variable KERAS_MVS_TORCH_PYTHON, or
+/work/torchenv/bin/python)
+the supervised PyTorch UniMVSNet step of `tools/torch_reference.py` (Adam,
+a loss on every stage) runs in the same bench run as the baseline, and the
+table gives our time and working memory as ratios to it; without one, the
+table says why. "TF peak MB" is TensorFlow's CPU allocator peak over the
+same steps (see bench/model_bench.py).
 """
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+
+from bench import model_bench
 
 CONFIGS = (
     # name, objective, aggregation, head, branches
@@ -30,7 +40,6 @@ CONFIGS = (
     ("unsupervised_unity 3-branch", "unsupervised_unity", "groupwise",
      "unity", ("regular", "icc", "scc")),
 )
-PYTORCH_SUPERVISED_SECONDS = 1.5
 
 
 def _batch(num_views, height, width, seed=0):
@@ -82,9 +91,14 @@ def run_one(index, mode, repeats, num_views, height, width):
     trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
     trainer(trainer_lib.network_inputs(batch))
     step = tf.function(trainer.train_step)
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    rss_before = model_bench.current_rss_mb()
     start = time.perf_counter()
     step(batch)  # trace (and compile with XLA)
     first = time.perf_counter() - start
+    first_working = model_bench.peak_rss_mb() - rss_before
+    model_bench.reset_peak_rss()
+    tf.config.experimental.reset_memory_stats("CPU:0")
     times, cpu_times = [], []
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -95,8 +109,10 @@ def run_one(index, mode, repeats, num_views, height, width):
     return {"name": name, "mode": mode,
             "median_s": float(np.median(times)),
             "median_cpu_s": float(np.median(cpu_times)), "first_s": first,
-            "peak_rss_mb": resource.getrusage(
-                resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+            "peak_rss_mb": model_bench.peak_rss_mb(),
+            "working_mb": model_bench.peak_rss_mb() - rss_before,
+            "tf_peak_mb": model_bench.tf_peak_mb(),
+            "first_working_mb": first_working}
 
 
 def main(argv=None):
@@ -107,6 +123,9 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--modes", default="graph,graph_xla_warp,xla")
     parser.add_argument("--configs", default="0,1,2")
+    parser.add_argument("--torch-python", default=None,
+                        help="python with torch for the baseline ('none' "
+                        "skips it)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -115,6 +134,14 @@ def main(argv=None):
                                  args.views, args.height, args.width)))
         return
     rows = []
+    python, torch_note = model_bench.torch_python(args.torch_python)
+    print(f"PyTorch baseline: {torch_note}", flush=True)
+    baseline = None
+    if python is not None:
+        baseline = model_bench.run_torch(
+            python, f"{args.height}x{args.width}", args.views, "unimvsnet",
+            "train", args.repeats)
+        print(baseline, flush=True)
     modes = args.modes.split(",")
     unknown = sorted(set(modes) - {"graph", "graph_xla_warp", "xla"})
     if unknown:
@@ -134,15 +161,23 @@ def main(argv=None):
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     print(f"\nTraining step, {args.views} views, {args.height}x{args.width}, "
-          "batch 1, D=48/32/8 (median of "
-          f"{args.repeats}; PyTorch UniMVSNet supervised step on this CPU: "
-          f"~{PYTORCH_SUPERVISED_SECONDS} s)")
+          f"batch 1, D=48/32/8 (median of {args.repeats}); PyTorch "
+          f"UniMVSNet supervised step ({torch_note}): "
+          + ("-" if baseline is None else
+             f"{baseline['median_s']:.2f} s, {baseline['working_mb']:.0f} "
+             "working MB"))
     print(f"{'configuration':38s} {'mode':14s} {'median s':>9s} "
-          f"{'CPU s':>7s} {'first s':>8s} {'peak RSS MB':>12s}")
+          f"{'CPU s':>7s} {'first s':>8s} {'1st MB':>8s} {'work MB':>8s} "
+          f"{'TF peak':>8s} {'speedup':>8s} {'mem ratio':>9s}")
     for row in rows:
+        ratios = f"{'-':>8s} {'-':>9s}"
+        if baseline is not None:
+            ratios = (f"{baseline['median_s'] / row['median_s']:7.2f}x "
+                      f"{row['working_mb'] / baseline['working_mb']:8.2f}x")
         print(f"{row['name']:38s} {row['mode']:14s} {row['median_s']:9.3f} "
               f"{row['median_cpu_s']:7.2f} {row['first_s']:8.1f} "
-              f"{row['peak_rss_mb']:12.0f}")
+              f"{row['first_working_mb']:8.0f} {row['working_mb']:8.0f} "
+              f"{row['tf_peak_mb']:8.0f} {ratios}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ Shapes use B (batch), D (depth hypotheses), H, W (height, width), C
 (float64 works for gradient checks), anything else becomes float32.
 """
 
+from typing import Optional
 from typing import Union
 
 import numpy as np
@@ -304,6 +305,7 @@ def homography_warp(
     depth_hypotheses: TensorLike,
     sampling: str = "exact",
     plane_by_plane: bool = False,
+    ref_offset: Optional[TensorLike] = None,
 ) -> tf.Tensor:
     """Warps source features onto the reference view for each depth plane.
 
@@ -334,9 +336,18 @@ def homography_warp(
             volume. The same values; for plain graph mode, where TF's
             kernels would otherwise hold several volume-sized
             intermediates. XLA fuses the batched form by itself.
+        ref_offset: `(y0, x0)`, a tensor so that new values do not retrace:
+            warp onto a window of the reference map instead of all of it
+            (tiled inference). The reference pixels are then the
+            hypotheses' `h x w` grid starting at row y0, column x0 of the
+            map `ref_proj` describes, so `depth_hypotheses` must be
+            `[B, D, h, w]`; every pixel gets the coordinates, hence the
+            values, it has in the whole map. None (default): the reference
+            grid is the source map's `H x W` from (0, 0).
 
     Returns:
-        `[B, D, H, W, C]` warped features, the dtype of `src_features`.
+        `[B, D, H, W, C]` warped features (`[B, D, h, w, C]` with
+        `ref_offset`), the dtype of `src_features`.
 
     Raises:
         ValueError: for an unknown `sampling`.
@@ -356,6 +367,10 @@ def homography_warp(
     depth_hypotheses = _float(depth_hypotheses, matrix_dtype)
     shape = tf.shape(src_features)
     batch, height, width = shape[0], shape[1], shape[2]
+    size = tf.cast(tf.stack([width, height]), matrix_dtype)  # the source's
+    if ref_offset is not None:
+        height = tf.shape(depth_hypotheses)[2]
+        width = tf.shape(depth_hypotheses)[3]
     # [B, D] and [B, D, H, W] alike, without relying on the static rank
     # (a relaxed retrace, e.g. under XLA with reduce_retracing, may lose it).
     num_depths = tf.shape(depth_hypotheses)[1]
@@ -369,9 +384,13 @@ def homography_warp(
     rotation = src_from_ref[:, :3, :3]
     translation = src_from_ref[:, :3, 3]
     grid = pixel_grid(height, width, matrix_dtype)
+    if ref_offset is not None:
+        # Whole numbers, so the window's coordinates are exactly the ones
+        # these pixels have in the whole map.
+        offset = tf.cast(ref_offset, matrix_dtype)
+        grid = grid + tf.stack([offset[1], offset[0]])
     homogeneous = tf.concat([grid, tf.ones_like(grid[..., :1])], axis=-1)
     rays = tf.einsum("bij,hwj->bhwi", rotation, homogeneous)  # [B, H, W, 3]
-    size = tf.cast(tf.stack([width, height]), matrix_dtype)
 
     def sample(depth):
         """Samples the source at `depth [B, ..., H, W]`: `[B, ..., H, W, C]`."""

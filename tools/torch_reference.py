@@ -18,9 +18,10 @@ import it. From a torch environment:
     python tools/torch_reference.py --size 512x640 --views 5 \
         [--variant unimvsnet|casmvsnet] [--mode inference|train] [--repeats 3]
 
-prints one JSON line: median seconds per call, the first call's seconds, and
-the peak resident memory before the first call and after the last
-(`ru_maxrss`), whose difference is the working memory.
+prints one JSON line: median seconds per call, the first call's seconds, the
+resident memory just before the first call, and the peak resident memory
+(VmHWM) of the first call and of the later ones (restarted in between through
+/proc/self/clear_refs); peak minus before is the working memory.
 """
 
 import argparse
@@ -326,7 +327,26 @@ def bench_inputs(num_views: int, height: int, width: int) -> tuple:
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS since the last reset (VmHWM), MB."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
+
+
+def _current_rss_mb() -> float:
+    """Resident memory now (/proc/self/statm), MB."""
+    import os
+
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main(argv: list | None = None) -> None:
@@ -363,21 +383,26 @@ def main(argv: list | None = None) -> None:
         loss.backward()
         optimizer.step()
 
-    before = _peak_rss_mb()
+    before = _current_rss_mb()
     start = time.perf_counter()
     call()
     first = time.perf_counter() - start
-    times = []
+    first_working = _peak_rss_mb() - before
+    _reset_peak_rss()
+    times, cpu_times = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         call()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     print(json.dumps({
         "framework": "pytorch", "variant": args.variant, "mode": args.mode,
         "size": args.size, "views": args.views,
         "median_s": float(np.median(times)), "first_s": first,
+        "median_cpu_s": float(np.median(cpu_times)),
         "rss_before_mb": before, "peak_rss_mb": _peak_rss_mb(),
-        "working_mb": _peak_rss_mb() - before}))
+        "working_mb": _peak_rss_mb() - before,
+        "first_working_mb": first_working}))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_mvs import geometry
@@ -24,6 +25,19 @@ STAGE_SCALES = (0.25, 0.5, 1.0)
 # H and W must be multiples of this: stage 1 is at 1/4 and its 3-D U-Net
 # halves it three more times.
 SIZE_MULTIPLE = 32
+# The context a reference window needs around the pixels it keeps for them
+# to get the whole image's values (`CascadeMVSNet.predict_tiled`). The
+# reference and source features come from the whole images, so only the
+# cascade's receptive field counts: a 3-D U-Net output depends on its input
+# within 30 pixels of its stage (k3 convolutions and three k3 s2 levels,
+# each way; counted interval by interval), and a refinement stage's
+# hypotheses on the previous depth within 1 pixel of it (the x2 bilinear
+# resize). From a final pixel: 30 full-resolution pixels, then 30 / 2 + 1 +
+# 30 = 46 half-resolution ones, then 46 / 2 + 1 + 30 = 54 quarter-resolution
+# ones, i.e. 216 input pixels, rounded up to a multiple of SIZE_MULTIPLE
+# (tests/models/cas_mvsnet_tiling_test.py checks the equality up to float
+# round-off, and that 128 pixels are not enough).
+TILE_MARGIN = 224
 
 # The plane-sweep warp is gather-bound. On CPU, TF's gather kernels make it
 # 4-5x slower in graph mode than the same function compiled by XLA
@@ -352,29 +366,52 @@ class CascadeMVSNet(keras.Model):
                 maps, tf.concat([[-1], shape[2:]], axis=0)))
         return features
 
+    def _normalized_images(self, inputs):
+        """`[B, V, H, W, 3]` network images in the compute dtype."""
+        images = tf.cast(inputs["images"], tf.float32)
+        if self.input_normalization == "imagenet":
+            images = (images - IMAGENET_MEAN) / IMAGENET_STD
+        return tf.cast(images, self.compute_dtype)
+
     def call(self, inputs, training=None):
         inputs = {key: tf.convert_to_tensor(value)
                   for key, value in inputs.items()}
         self._check_inputs(inputs)
-        images = tf.cast(inputs["images"], tf.float32)
-        intrinsics = tf.cast(inputs["intrinsics"], tf.float32)
-        cam_from_world = tf.cast(inputs["cam_from_world"], tf.float32)
-        depth_range = tf.cast(inputs["depth_range"], tf.float32)
-        depth_min, depth_max = depth_range[:, 0], depth_range[:, 1]
-        base_interval = (depth_max - depth_min) / float(
-            self.num_depths_base)  # [B]
-
+        images = self._normalized_images(inputs)
         shape = tf.shape(images)
-        batch, num_views, height, width = shape[0], shape[1], shape[2], shape[3]
-        if self.input_normalization == "imagenet":
-            images = (images - IMAGENET_MEAN) / IMAGENET_STD
-        images = tf.cast(images, self.compute_dtype)
+        num_views, height, width = shape[1], shape[2], shape[3]
         if training:
             folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
             features = self.feature_pyramid(folded, training=training,
                                             views=num_views)
         else:
             features = self._features_view_by_view(images)
+        return self._cascade(features, inputs, training)
+
+    def _cascade(self, features, inputs, training, window=None):
+        """The three stages on FPN features; the network's outputs.
+
+        Args:
+            features: three `[B * V, h, w, C]` maps (views innermost) of the
+                whole images.
+            inputs: the network inputs (`images` only for B and V).
+            training: the Keras flag.
+            window: None, or an int32 `[4]` tensor `(y0, y1, x0, x1)` of
+                input pixels, multiples of SIZE_MULTIPLE: infer the
+                reference over that window only (its features cropped, the
+                sources' whole), so every output is the window's.
+
+        Returns:
+            `{"depth", "confidence", "stages"}` as `call`.
+        """
+        intrinsics = tf.cast(inputs["intrinsics"], tf.float32)
+        cam_from_world = tf.cast(inputs["cam_from_world"], tf.float32)
+        depth_range = tf.cast(inputs["depth_range"], tf.float32)
+        depth_min, depth_max = depth_range[:, 0], depth_range[:, 1]
+        base_interval = (depth_max - depth_min) / float(
+            self.num_depths_base)  # [B]
+        images_shape = tf.shape(inputs["images"])
+        batch, num_views = images_shape[0], images_shape[1]
 
         stages = []
         for stage, (num_depths, ratio, scale) in enumerate(zip(
@@ -387,6 +424,17 @@ class CascadeMVSNet(keras.Model):
                 stage_features,
                 tf.stack([batch, num_views, stage_height, stage_width,
                           channels]))  # [B, V, h, w, C]
+            ref_features = stage_features[:, 0]
+            warp_options = {}
+            if window is not None:
+                # The window at this stage's resolution (a whole number of
+                # pixels: the window is a multiple of 32 input pixels).
+                divisor = round(1.0 / scale)
+                y0, y1, x0, x1 = tf.unstack(window // divisor)
+                ref_features = ref_features[:, y0:y1, x0:x1]
+                stage_height, stage_width = y1 - y0, x1 - x0
+                warp_options["ref_offset"] = tf.cast(tf.stack([y0, x0]),
+                                                     tf.float32)
 
             if stage == 0:
                 hypotheses = geometry.initial_depth_hypotheses(
@@ -405,23 +453,28 @@ class CascadeMVSNet(keras.Model):
                 cam_from_world)  # [B, V, 4, 4]
             # Stage 1 sweeps fronto-parallel planes: pass them as [B, D] so
             # the warp does not carry per-pixel copies.
-            planes = hypotheses[:, :, 0, 0] if stage == 0 else hypotheses
+            # A window's warp takes per-pixel hypotheses (their size is the
+            # window's).
+            planes = (hypotheses[:, :, 0, 0] if stage == 0 and window is None
+                      else hypotheses)
             warp_fn = (_xla_homography_warp if self.xla_warp
                        else geometry.homography_warp)
             ref_projection = projections[:, 0]
 
             def warp(features, projection, planes=planes, warp_fn=warp_fn,
-                     ref_projection=ref_projection):
+                     ref_projection=ref_projection,
+                     warp_options=warp_options):
                 # Without XLA, sample plane by plane: TF's kernels would
                 # otherwise hold the four taps' volume-sized intermediates.
                 return warp_fn(features, projection, ref_projection, planes,
                                sampling=self.warp_sampling,
-                               plane_by_plane=not self.xla_warp)
+                               plane_by_plane=not self.xla_warp,
+                               **warp_options)
 
             # One source at a time: the warped volumes of all sources never
             # exist at once.
             cost = self.cost_aggregation[stage].accumulate(
-                stage_features[:, 0], stage_features[:, 1:],
+                ref_features, stage_features[:, 1:],
                 projections[:, 1:], warp, num_depths, training=training,
                 recompute=bool(training) and self.recompute_sources)
             logits = tf.cast(
@@ -448,6 +501,89 @@ class CascadeMVSNet(keras.Model):
             "confidence": stages[-1]["confidence"],
             "stages": stages,
         }
+
+    # === Tiled inference ===
+    def predict_tiled(self, inputs, tiles):
+        """Inference of a reference view window by window, stitched.
+
+        The FPN runs once on every whole image; then, for each tile, the
+        cascade runs on the reference window's features against the
+        sources' whole features, and the tile's core is kept. Memory: the
+        cost volumes and 3-D U-Nets of one window instead of the whole
+        view. A core at least TILE_MARGIN pixels from every window edge
+        that is not an image edge gets the values of the untiled call (up
+        to the round-off of convolutions over other sizes); a smaller
+        margin approximates near the core's edges.
+
+        Args:
+            inputs: the network inputs (`call`), numpy or tensors.
+            tiles: `(window, core)` pairs of `(y0, y1, x0, x1)` input-pixel
+                boxes on multiples of SIZE_MULTIPLE, the core inside the
+                window; the cores should cover the image.
+
+        Returns:
+            `{"depth", "confidence"}` `[B, H, W]` and `"stages"`, one dict
+            of `depth` and `confidence` `[B, h_s, w_s]` per stage (numpy).
+
+        Raises:
+            ValueError: a window or core off the SIZE_MULTIPLE grid, a
+                window outside the image or a core outside its window.
+        """
+        inputs = {key: tf.convert_to_tensor(value, tf.float32)
+                  for key, value in inputs.items()}
+        self._check_inputs(inputs)
+        batch, _, height, width = inputs["images"].shape[:4]
+        for window, core in tiles:
+            y0, y1, x0, x1 = window
+            if (any(v % SIZE_MULTIPLE for v in window + core) or not
+                    (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width)):
+                raise ValueError(
+                    f"predict_tiled: window {window} must lie in the "
+                    f"{height}x{width} image, and it and its core {core} "
+                    f"on multiples of {SIZE_MULTIPLE}")
+            if not (y0 <= core[0] < core[1] <= y1
+                    and x0 <= core[2] < core[3] <= x1):
+                raise ValueError(f"predict_tiled: core {core} is not inside "
+                                 f"its window {window}")
+        if getattr(self, "_tiled_functions", None) is None:
+            # Traced once per window size (reduce_retracing), not per tile.
+            self._tiled_functions = (
+                tf.function(lambda inputs: self._features_view_by_view(
+                    self._normalized_images(inputs)), reduce_retracing=True),
+                tf.function(self._window_maps, reduce_retracing=True))
+        features_fn, cascade_fn = self._tiled_functions
+        features = features_fn(inputs)
+        result = {key: np.zeros((batch, height, width), np.float32)
+                  for key in ("depth", "confidence")}
+        result["stages"] = [
+            {key: np.zeros((batch, round(height * scale),
+                            round(width * scale)), np.float32)
+             for key in ("depth", "confidence")} for scale in STAGE_SCALES]
+        for window, core in tiles:
+            outputs = cascade_fn(features, inputs,
+                                 tf.constant(window, tf.int32))
+            outputs = tf.nest.map_structure(np.asarray, outputs)
+            targets = [(result, outputs, 1)] + [
+                (kept, stage, round(1.0 / scale)) for kept, stage, scale in
+                zip(result["stages"], outputs["stages"], STAGE_SCALES)]
+            for kept, computed, divisor in targets:
+                wy, _, wx, _ = (v // divisor for v in window)
+                cy0, cy1, cx0, cx1 = (v // divisor for v in core)
+                for key in ("depth", "confidence"):
+                    kept[key][:, cy0:cy1, cx0:cx1] = computed[key][
+                        :, cy0 - wy:cy1 - wy, cx0 - wx:cx1 - wx]
+            del outputs, targets  # not alive during the next window
+        return result
+
+    def _window_maps(self, features, inputs, window):
+        """The depth and confidence maps of one window (`_cascade`), without
+        the stage volumes, logits and hypotheses."""
+        outputs = self._cascade(features, inputs, False, window)
+        return {"depth": outputs["depth"],
+                "confidence": outputs["confidence"],
+                "stages": [{"depth": stage["depth"],
+                            "confidence": stage["confidence"]}
+                           for stage in outputs["stages"]]}
 
     # === Config ===
     def get_config(self):

@@ -3,7 +3,7 @@
 The library behind `python -m experiments.reconstruct` (DESIGN.md 8 and 11),
 one module per job:
 
-    planning.py   network input sizes and the cost-volume memory check
+    planning.py   network input sizes, the measured memory model and tiles
     views.py      per-view inference and its files
     layout.py     the output folder (depth/, confidence/, previews/, cams/,
                   images/, fused.ply, summary.json) and its re-reading
@@ -43,12 +43,16 @@ from keras_mvs.reconstruct.planning import DEFAULT_NUM_DEPTHS_BASE
 from keras_mvs.reconstruct.planning import DEFAULT_NUM_VIEWS
 from keras_mvs.reconstruct.planning import SIZE_MULTIPLE
 from keras_mvs.reconstruct.planning import STAGE_SCALES
+from keras_mvs.reconstruct.planning import TILE_MARGIN
 from keras_mvs.reconstruct.planning import NetworkShape
+from keras_mvs.reconstruct.planning import Tile
 from keras_mvs.reconstruct.planning import available_memory_bytes
 from keras_mvs.reconstruct.planning import check_memory
 from keras_mvs.reconstruct.planning import estimate_cost_volume_bytes
+from keras_mvs.reconstruct.planning import estimate_working_bytes
 from keras_mvs.reconstruct.planning import network_shape
 from keras_mvs.reconstruct.planning import plan_sizes
+from keras_mvs.reconstruct.planning import plan_tiles
 from keras_mvs.reconstruct.planning import with_num_depths
 from keras_mvs.reconstruct.render import render_views_direction
 from keras_mvs.reconstruct.render import write_render

@@ -130,8 +130,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     add("--min-consistent-views", type=cli.positive_int,
         help="pcd: consistent sources a pixel needs")
     add("--memory-budget-gb", type=float,
-        help="memory the largest cost volume may take (default: available "
-        "RAM on CPU, unchecked on GPU)")
+        help="memory a view's inference may take; views over it run in "
+        "tiles (default: available RAM on CPU, unchecked on GPU)")
     add("--gt-ply", help="ground-truth points (PLY, or .npz with xyz) to "
         "evaluate the fused cloud against")
     add("--threshold", type=float, default=1.0,

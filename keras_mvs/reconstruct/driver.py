@@ -245,9 +245,10 @@ def reconstruct(
         filter_config: the filter (default: `FilterConfig.preset(
             "casmvsnet")`, final confidence > 0.9, 1 px, 1 %, 5 sources).
         interval_scale: the depth line's interval multiplier (1.06).
-        memory_budget_bytes: bytes the largest cost volume may take;
-            "auto" uses `planning.available_memory_bytes()`, None skips
-            the check.
+        memory_budget_bytes: bytes a view's inference may take
+            (`planning.estimate_working_bytes`); a view over it is inferred
+            in tiles (`planning.plan_tiles`). "auto" uses
+            `planning.available_memory_bytes()`, None skips the check.
         verbose: 1 shows progress bars over views, 0 is silent.
         settings: extra entries for the summary's `settings` (the command
             line).
@@ -260,8 +261,8 @@ def reconstruct(
 
     Raises:
         ReconstructionError: invalid settings (checked before any
-            inference); InsufficientMemoryError when the cost volume does
-            not fit.
+            inference); InsufficientMemoryError when a view does not fit
+            even in tiles (or in one call, for a SavedModel).
     """
     if num_views < 2:
         raise ReconstructionError(
@@ -294,7 +295,14 @@ def reconstruct(
     largest = max(sizes.values(), key=lambda hw: hw[0] * hw[1])
     budget = (planning.available_memory_bytes()
               if memory_budget_bytes == "auto" else memory_budget_bytes)
-    estimate = planning.check_memory(*largest, num_views, shape, budget)
+    # A view that does not fit in one call is inferred in tiles; refuse
+    # here, before writing anything, when not even tiles fit.
+    tileable = hasattr(predictor.network, "predict_tiled")
+    plans = {size: planning.plan_tiles(*size, num_views, shape, budget,
+                                       tileable)
+             for size in set(sizes.values())}
+    estimate = planning.estimate_cost_volume_bytes(
+        *largest, num_views, shape.num_depths, shape.feature_channels)
 
     layout.prepare_output_dir(out_dir)
 
@@ -307,7 +315,7 @@ def reconstruct(
         record = views.infer_view(scene, predictor, ref_id, sources,
                                   sizes[ref_id], out_dir,
                                   shape.num_depths_base, interval_scale,
-                                  loader)
+                                  loader, plans[sizes[ref_id]])
         records[ref_id] = record
         if on_view is not None:
             on_view(record)
@@ -351,6 +359,9 @@ def reconstruct(
             "filter": dataclasses.asdict(config),
             "memory_budget_bytes": budget,
             "cost_volume_bytes_per_stage": estimate,
+            "working_bytes_estimate": planning.estimate_working_bytes(
+                *largest, num_views, shape),
+            "max_tiles_per_view": max(len(tiles) for tiles in plans.values()),
         },
         "timing": {
             "inference_seconds": inference_seconds,

@@ -1,9 +1,16 @@
 """Memory and size planning of a reconstruction, before any inference.
 
-Memory: the largest tensor of a stage is the warped source feature volume,
-`B * (V - 1) * D * H_s * W_s * C_s * 4` bytes; `estimate_cost_volume_bytes`
-computes it per stage and `check_memory` refuses a configuration whose
-largest stage exceeds the memory budget, naming the knobs that shrink it.
+Memory: `estimate_working_bytes` is a measured model of one view's working
+memory (bench/model_bench.py): the FPN features of the whole images plus
+the cascade (cost volumes, 3-D U-Nets) over the reference, or over one
+window of it. `plan_tiles` keeps a view in one call when that fits the
+budget, else splits the reference into the fewest windows
+(`CascadeMVSNet.predict_tiled`, TILE_MARGIN pixels of context each, so the
+outputs are the untiled ones up to round-off) that fit, and refuses only
+when none does or the model cannot be tiled (a SavedModel), naming the
+knobs that shrink it. `estimate_cost_volume_bytes` (one warped source
+volume per stage and source, the former refusal criterion) and
+`check_memory` remain for the summary and for callers.
 Sizes: `plan_sizes` gives each reference view's network input size by the
 test-time rule of ALGORITHMS.md 1.8.1.
 """
@@ -22,6 +29,7 @@ from keras_mvs import inference
 from keras_mvs.data import scene as scene_lib
 from keras_mvs.models.cas_mvsnet import SIZE_MULTIPLE
 from keras_mvs.models.cas_mvsnet import STAGE_SCALES
+from keras_mvs.models.cas_mvsnet import TILE_MARGIN
 from keras_mvs.reconstruct.errors import InsufficientMemoryError
 from keras_mvs.reconstruct.errors import ReconstructionError
 
@@ -121,6 +129,165 @@ def estimate_cost_volume_bytes(
         sizes.append(batch_size * (num_views - 1) * depths * stage_pixels
                      * channels * 4)
     return sizes
+
+
+# The measured working-memory model (peak resident memory during a network
+# call minus the resident memory before the first call; Keras network,
+# graph mode, inference):
+#   features: the FPN maps of the V whole images, exactly
+#       4 B V H W sum_s(C_s scale_s^2) bytes (14 floats per pixel and view
+#       for base width 8);
+#   cascade: WORKING_OVERHEAD_BYTES + 4 B h w VOLUME_FACTOR
+#       max_s(D_s C_s scale_s^2) bytes over the h x w reference (or window):
+#       the largest stage's cost volume times what the running sums, one
+#       warped source, the 3-D U-Net's activations and skips and the
+#       allocator's slack make of it.
+# VOLUME_FACTOR and WORKING_OVERHEAD_BYTES are a least-squares line through
+# `python -m bench.model_bench --sizes 128x160,256x320,512x640
+#  --modes graph_xla_warp --aggregation variance --repeats 3 --budget 30`
+# (5 views, D = 48/32/8, base width 8, variance aggregation, unity head,
+# xla_warp, 2 threads, oneDNN on; working MB over the timed calls; commit
+# ac2b686 of bench/model_bench.py): FIT_POINTS. The least-squares line is
+# raised by its largest residual (1.3 MB), so it bounds the three points,
+# within 1 % (tests/reconstruct_test.py checks the bound). Its prediction
+# for 1152x1600 is 9.6 GB. Not measured: other D, C and V (they enter only
+# through the volume and feature terms), adaptive aggregation and the
+# plain-graph warp.
+FIT_POINTS = {(128, 160): 274, (256, 320): 590, (512, 640): 1843}
+VOLUME_FACTOR = 9.91
+WORKING_OVERHEAD_BYTES = 172 * 2**20
+# Tiled, the same terms fall short: `python -m bench.model_bench --sizes
+# 1152x1600 --modes graph_xla_warp --aggregation variance --repeats 1
+# --budget 1 --memory-budget-gb 5 --torch-python none` ran 4 windows of
+# 800x1024 in 5046 MB working where they give 4628 MB (the whole-image FPN
+# pass, the stitched maps, one window's outputs on the host). The 418 MB
+# are added to every tiled estimate: one measurement, not a fit.
+TILING_OVERHEAD_BYTES = 418 * 2**20
+
+
+def _largest_volume_floats(shape: NetworkShape) -> float:
+    """max_s D_s C_s scale_s^2: floats per input pixel of the largest
+    stage volume."""
+    return max(d * c * scale * scale for d, c, scale in zip(
+        shape.num_depths, shape.feature_channels, STAGE_SCALES))
+
+
+def estimate_working_bytes(
+    height: int, width: int, num_views: int, shape: NetworkShape,
+    window: Optional[Tuple[int, int]] = None, batch_size: int = 1,
+) -> int:
+    """Working memory of one view's inference, bytes (a measured model).
+
+    Args:
+        height, width: the network input size, pixels.
+        num_views: V, reference included.
+        shape: the network's per-stage sizes.
+        window: `(h, w)` of the largest window when the view is tiled;
+            None for one call over the whole view.
+        batch_size: B.
+
+    Returns:
+        The FPN features of the whole images plus the cascade over the
+        window, plus TILING_OVERHEAD_BYTES when tiled (see the module
+        constants).
+    """
+    features = 4 * batch_size * num_views * height * width * sum(
+        c * scale * scale for c, scale in zip(shape.feature_channels,
+                                              STAGE_SCALES))
+    h, w = window if window is not None else (height, width)
+    cascade = WORKING_OVERHEAD_BYTES + 4 * batch_size * h * w * (
+        VOLUME_FACTOR * _largest_volume_floats(shape))
+    tiling = 0 if window is None else TILING_OVERHEAD_BYTES
+    return int(features + cascade + tiling)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    """One window of a tiled view, in network input pixels.
+
+    Attributes:
+        window: `(y0, y1, x0, x1)` the reference window the cascade runs on.
+        core: `(y0, y1, x0, x1)` the part of it kept.
+    """
+
+    window: Tuple[int, int, int, int]
+    core: Tuple[int, int, int, int]
+
+
+def _splits(size: int, parts: int, margin: int) -> List[tuple]:
+    """`parts` cores of whole SIZE_MULTIPLE blocks and their windows."""
+    blocks = size // SIZE_MULTIPLE
+    edges = [SIZE_MULTIPLE * round(i * blocks / parts)
+             for i in range(parts + 1)]
+    return [((max(0, a - margin), min(size, b + margin)), (a, b))
+            for a, b in zip(edges[:-1], edges[1:])]
+
+
+def plan_tiles(
+    height: int, width: int, num_views: int, shape: NetworkShape,
+    budget_bytes: Optional[int], tileable: bool = True,
+    margin: int = TILE_MARGIN,
+) -> List[Tile]:
+    """How to infer a view within the memory budget.
+
+    One tile (the whole view, the untiled call) when its estimate fits or
+    there is no budget; else the R x C grid with the fewest tiles (then the
+    squarest) whose largest window fits, each core widened by `margin`
+    pixels of context inside the image.
+
+    Args:
+        height, width: the network input size (multiples of 32).
+        num_views: V.
+        shape: the network's per-stage sizes.
+        budget_bytes: the working memory allowed; None: no limit.
+        tileable: whether the model can run windows (a Keras
+            CascadeMVSNet); otherwise only one tile is possible.
+        margin: context around each core, pixels (TILE_MARGIN: the
+            untiled outputs).
+
+    Returns:
+        The tiles, cores covering the view once.
+
+    Raises:
+        InsufficientMemoryError: no tiling fits.
+    """
+    whole = (0, height, 0, width)
+    estimate = estimate_working_bytes(height, width, num_views, shape)
+    if budget_bytes is None or estimate <= budget_bytes:
+        return [Tile(whole, whole)]
+    assumed = ("" if shape.known else " (a SavedModel without a stored "
+               f"config: num_depths {shape.num_depths} and base_channels "
+               f"{_DEFAULT_BASE_CHANNELS} assumed)")
+    if tileable:
+        grids = sorted(
+            ((rows, cols) for rows in range(1, height // SIZE_MULTIPLE + 1)
+             for cols in range(1, width // SIZE_MULTIPLE + 1)),
+            key=lambda grid: (grid[0] * grid[1], abs(grid[0] - grid[1])))
+        for rows, cols in grids:
+            row_splits = _splits(height, rows, margin)
+            col_splits = _splits(width, cols, margin)
+            largest = (max(w[1] - w[0] for w, _ in row_splits),
+                       max(w[1] - w[0] for w, _ in col_splits))
+            if estimate_working_bytes(height, width, num_views, shape,
+                                      largest) <= budget_bytes:
+                return [Tile((wy[0], wy[1], wx[0], wx[1]),
+                             (cy[0], cy[1], cx[0], cx[1]))
+                        for wy, cy in row_splits for wx, cx in col_splits]
+        smallest = estimate_working_bytes(
+            height, width, num_views, shape,
+            (min(height, SIZE_MULTIPLE + 2 * margin),
+             min(width, SIZE_MULTIPLE + 2 * margin)))
+        raise InsufficientMemoryError(
+            f"{height}x{width} with {num_views} views and num_depths "
+            f"{shape.num_depths} needs about {estimate / 2**30:.2f} GiB in "
+            f"one call and {smallest / 2**30:.2f} GiB in the smallest tiles"
+            f"{assumed}, more than the {budget_bytes / 2**30:.2f} GiB "
+            f"available: {memory_suggestion()}")
+    raise InsufficientMemoryError(
+        f"{height}x{width} with {num_views} views and num_depths "
+        f"{shape.num_depths} needs about {estimate / 2**30:.2f} GiB{assumed}"
+        f", more than the {budget_bytes / 2**30:.2f} GiB available, and a "
+        f"SavedModel cannot be run in tiles: {memory_suggestion()}")
 
 
 def available_memory_bytes() -> Optional[int]:

@@ -80,8 +80,13 @@ def infer_view(
     num_depths_base: int = planning.DEFAULT_NUM_DEPTHS_BASE,
     interval_scale: float = planning.DEFAULT_INTERVAL_SCALE,
     loader: Optional[ViewLoader] = None,
+    tiles: Optional[Sequence[planning.Tile]] = None,
 ) -> Dict[str, object]:
     """Runs the network on one reference view and writes its outputs.
+
+    With more than one tile (`planning.plan_tiles`), the view is inferred
+    window by window (`CascadeMVSNet.predict_tiled`, the predictor's Keras
+    network); otherwise in one call.
 
     Args:
         scene: the scene.
@@ -93,11 +98,13 @@ def infer_view(
         num_depths_base: N for `Camera.depth_range`.
         interval_scale: interval multiplier for `Camera.depth_range`.
         loader: a ViewLoader to share decoded views between calls.
+        tiles: the view's tiles; None or one tile: one call.
 
     Returns:
         `{"view_id", "height", "width", "depth_range", "seconds",
-        "valid_depth_fraction", "stage_confidences"}` (the last is the number
-        of stage confidence maps written).
+        "valid_depth_fraction", "stage_confidences", "tiles"}`
+        (`stage_confidences` is the number of stage confidence maps
+        written, `tiles` the number of windows inferred).
 
     Raises:
         InsufficientMemoryError: TF ran out of memory.
@@ -119,8 +126,13 @@ def infer_view(
         "depth_range": np.array([[first, last]], np.float32),
     }
     start = time.perf_counter()
+    tiles = list(tiles or [])
     try:
-        outputs = predictor(inputs)
+        if len(tiles) > 1:
+            outputs = predictor.network.predict_tiled(
+                inputs, [(tile.window, tile.core) for tile in tiles])
+        else:
+            outputs = predictor(inputs)
         depth = np.asarray(outputs["depth"])[0].astype(np.float32)
         confidence = np.asarray(outputs["confidence"])[0].astype(np.float32)
     except tf.errors.ResourceExhaustedError as error:
@@ -161,5 +173,6 @@ def infer_view(
         "seconds": float(seconds),
         "valid_depth_fraction": float(valid.mean()),
         "stage_confidences": len(stage_maps),
+        "tiles": max(1, len(tiles)),
     }
 
