@@ -133,23 +133,9 @@ def fit_slope(points) -> tuple:
 
 def _inputs(num_views: int, height: int, width: int) -> dict:
     """Random images and a sideways rig of cameras looking at a 2-6 range."""
-    import numpy as np
+    from keras_mvs.testing import tiny
 
-    rng = np.random.default_rng(0)
-    focal = 0.8 * width
-    intrinsics = np.array([[focal, 0.0, width / 2.0],
-                           [0.0, focal, height / 2.0],
-                           [0.0, 0.0, 1.0]], np.float32)
-    cam_from_world = np.tile(np.eye(4, dtype=np.float32),
-                             (1, num_views, 1, 1))
-    cam_from_world[0, :, 0, 3] = -0.1 * np.arange(num_views)
-    return {
-        "images": rng.uniform(size=(1, num_views, height, width, 3)).astype(
-            np.float32),
-        "intrinsics": np.tile(intrinsics, (1, num_views, 1, 1)),
-        "cam_from_world": cam_from_world,
-        "depth_range": np.array([[2.0, 6.0]], np.float32),
-    }
+    return tiny.sideways_rig_inputs(num_views, height, width)
 
 
 def run_one(size: str, mode: str, repeats: int, num_views: int,

@@ -71,3 +71,26 @@ def tiny_network(head: str = "unity", aggregation: str = "adaptive",
 
     return models.CascadeMVSNet(num_depths=tuple(num_depths), head=head,
                                 aggregation=aggregation, **kwargs)
+
+
+def sideways_rig_inputs(num_views: int, height: int,
+                        width: int) -> Dict[str, np.ndarray]:
+    """Network inputs of random images (`default_rng(0)`) seen by a
+    sideways rig of identical cameras (focal 0.8 W, centred principal
+    point, centres 0.1 apart along x) over a 2-6 depth range: a cost and
+    equivalence probe, not a scene with meaningful depth."""
+    rng = np.random.default_rng(0)
+    focal = 0.8 * width
+    intrinsics = np.array([[focal, 0.0, width / 2.0],
+                           [0.0, focal, height / 2.0],
+                           [0.0, 0.0, 1.0]], np.float32)
+    cam_from_world = np.tile(np.eye(4, dtype=np.float32),
+                             (1, num_views, 1, 1))
+    cam_from_world[0, :, 0, 3] = -0.1 * np.arange(num_views)
+    return {
+        "images": rng.uniform(size=(1, num_views, height, width, 3)).astype(
+            np.float32),
+        "intrinsics": np.tile(intrinsics, (1, num_views, 1, 1)),
+        "cam_from_world": cam_from_world,
+        "depth_range": np.array([[2.0, 6.0]], np.float32),
+    }

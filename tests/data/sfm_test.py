@@ -122,19 +122,26 @@ def _true_centres(scene: dict) -> np.ndarray:
     return -np.einsum("vji,vj->vi", poses[:, :3, :3], poses[:, :3, 3])
 
 
+def _centre_errors(scene: dict, result) -> np.ndarray:
+    """Each view's SfM camera centre, moved into the true frame by the
+    similarity fitted to all centres, against the true one, as a fraction
+    of the mean distance of the true centres from their centroid."""
+    estimated = sfm.camera_centres(result.model_dir)
+    source = np.stack([estimated[f"view_{view:02d}.png"]
+                       for view in range(len(scene["images"]))])
+    target = _true_centres(scene)
+    scale, rotation, translation = sfm.similarity_fit(source, target)
+    aligned = scale * source @ rotation.T + translation
+    radius = np.mean(np.linalg.norm(target - target.mean(0), axis=1))
+    return np.linalg.norm(aligned - target, axis=1) / radius
+
+
 @pytest.mark.large
 def test_sfm_camera_centres_match_the_true_ones(sfm_run):
     scene, result = sfm_run
     assert result.unregistered == []
     assert (result.sfm_dir / "sfm.json").is_file()
-    names = [f"view_{view:02d}.png" for view in range(_SCENE.num_views)]
-    estimated = sfm.camera_centres(result.model_dir)
-    source = np.stack([estimated[name] for name in names])
-    target = _true_centres(scene)
-    scale, rotation, translation = sfm.similarity_fit(source, target)
-    aligned = scale * source @ rotation.T + translation
-    radius = np.mean(np.linalg.norm(target - target.mean(0), axis=1))
-    errors = np.linalg.norm(aligned - target, axis=1) / radius
+    errors = _centre_errors(scene, result)
     assert errors.max() < _CENTRE_BOUND, errors
 
 
@@ -230,12 +237,5 @@ def test_known_intrinsics_are_kept(tmp_path):
     intrinsics = conversion.cameras[0].intrinsics
     np.testing.assert_allclose(intrinsics[:2, 2], k[:2, 2], atol=1e-6)
     assert abs(intrinsics[0, 0] / k[0, 0] - 1) < 0.02
-    estimated = sfm.camera_centres(result.model_dir)
-    source = np.stack([estimated[f"view_{v:02d}.png"]
-                       for v in range(config.num_views)])
-    target = _true_centres(scene)
-    scale, rotation, translation = sfm.similarity_fit(source, target)
-    aligned = scale * source @ rotation.T + translation
-    radius = np.mean(np.linalg.norm(target - target.mean(0), axis=1))
-    errors = np.linalg.norm(aligned - target, axis=1) / radius
+    errors = _centre_errors(scene, result)
     assert errors.max() < _CENTRE_BOUND, errors

@@ -5,27 +5,14 @@ import numpy as np
 import pytest
 
 from keras_mvs.models import cas_mvsnet
+from keras_mvs.testing import tiny
 
 HEIGHT, WIDTH, VIEWS = 64, 768, 3
 CUTS = (0, 256, 512, 768)  # three column tiles: left, middle, right
 
 
 def _inputs():
-    """Random images and a sideways rig looking at a 2-6 depth range."""
-    rng = np.random.default_rng(0)
-    focal = 0.8 * WIDTH
-    intrinsics = np.array([[focal, 0.0, WIDTH / 2.0],
-                           [0.0, focal, HEIGHT / 2.0],
-                           [0.0, 0.0, 1.0]], np.float32)
-    cam_from_world = np.tile(np.eye(4, dtype=np.float32), (1, VIEWS, 1, 1))
-    cam_from_world[0, :, 0, 3] = -0.1 * np.arange(VIEWS)
-    return {
-        "images": rng.uniform(size=(1, VIEWS, HEIGHT, WIDTH, 3)).astype(
-            np.float32),
-        "intrinsics": np.tile(intrinsics, (1, VIEWS, 1, 1)),
-        "cam_from_world": cam_from_world,
-        "depth_range": np.array([[2.0, 6.0]], np.float32),
-    }
+    return tiny.sideways_rig_inputs(VIEWS, HEIGHT, WIDTH)
 
 
 def _tiles(margin):
