@@ -9,14 +9,15 @@ model that `keras_mvs.data.colmap.convert` reads:
    images, sequential (each image with its `sequential_overlap` neighbours
    in name order, plus quadratic steps) above that; both need no
    vocabulary tree.
-4. Mapping: COLMAP's incremental mapper. With `mapper="auto"` the global
-   mapper (GLOMAP) runs too, when the incremental one leaves images out
-   (or splits them into several models) and for every set small enough
-   for exhaustive matching; the single model registering the most images
-   is kept (ties: the incremental one). When both ran, their camera
-   centres are compared (`model_disagreement`) and a disagreement above
-   `MAX_DISAGREEMENT` is logged as a warning. The chosen model is written
-   to `sfm_dir/sparse/`.
+4. Mapping: COLMAP's incremental mapper. When it leaves images out (or
+   splits them into several models), the matches are drawn again with the
+   next seed and the mapper reruns, up to `SfmOptions.mapping_attempts`
+   times; the attempt registering most images is kept. Only when every
+   attempt leaves images out does `mapper="auto"` run the global mapper
+   (GLOMAP), and it keeps the global model only when it registers more
+   images and places the incremental model's cameras within
+   `MAX_DISAGREEMENT` of theirs (`model_disagreement`). The chosen model is
+   written to `sfm_dir/sparse/`.
 5. Undistortion into `sfm_dir/dense/` (`images/` and `sparse/`).
 
 `sfm_dir/sfm.json` is written last and records the counts, the
@@ -75,11 +76,15 @@ MAPPERS = ("auto", "incremental", "global")
 MATCHERS = ("auto", "exhaustive", "sequential")
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL",
                  "OPENCV")
-# Above this `model_disagreement` of the incremental and global models the
-# log warns that one of them is wrong. Measured on the Middlebury rings:
-# 16 % on the temple (incremental 0.6 %, global 9 % centre error against
-# the calibration), 96 % and 126 % on dino runs where one of the two was
-# folded (64-84 % centre error); two incremental runs agree within 2 %.
+# Camera models that take known intrinsics (`SfmOptions.camera_params`):
+# their parameter count and order.
+CAMERA_PARAMS = {"SIMPLE_PINHOLE": (3, "f, cx, cy"),
+                 "PINHOLE": (4, "fx, fy, cx, cy")}
+# Above this `model_disagreement` the global model is not trusted over
+# an incremental one. Measured on the Middlebury rings: 16 % on the temple
+# (incremental 0.6 %, global 9 % centre error against the calibration),
+# 96-155 % on dino runs where the global model was folded (23-84 % centre
+# error); two incremental runs agree within 2 %.
 MAX_DISAGREEMENT = 0.3
 
 
@@ -108,6 +113,8 @@ class SfmOptions:
         single_camera: one camera for all images (same lens and zoom);
             False gives every image its own.
         mapper: "incremental", "global" or "auto" (module docstring).
+        mapping_attempts: incremental mapping runs at most, each after a
+            new draw of the matches, until one registers every image.
         min_num_matches: verified matches a pair needs to count.
         init_min_num_inliers: inliers of the mapper's initial pair.
         abs_pose_min_num_inliers: 2D-3D inliers to register an image.
@@ -139,6 +146,7 @@ class SfmOptions:
     camera_model: str = "SIMPLE_PINHOLE"
     single_camera: bool = True
     mapper: str = "auto"
+    mapping_attempts: int = 3
     min_num_matches: int = 10
     init_min_num_inliers: int = 50
     abs_pose_min_num_inliers: int = 8
@@ -162,6 +170,19 @@ class SfmOptions:
             raise ValueError(
                 "SfmOptions.max_num_features: expected at least 100; "
                 f"received {self.max_num_features}")
+        if self.mapping_attempts < 1:
+            raise ValueError(
+                "SfmOptions.mapping_attempts: expected at least 1; "
+                f"received {self.mapping_attempts}")
+        wanted = CAMERA_PARAMS.get(self.camera_model)
+        if self.camera_params is not None and (
+                wanted is None or len(self.camera_params) != wanted[0]):
+            raise ValueError(
+                f"SfmOptions.camera_params: {len(self.camera_params)} values "
+                f"do not fit camera_model {self.camera_model}; expected "
+                + "; ".join(f"{count} ({names}) with {model}"
+                            for model, (count, names)
+                            in CAMERA_PARAMS.items()))
         if (self.init_image_names is not None
                 and len(set(self.init_image_names)) != 2):
             raise ValueError(
@@ -185,6 +206,7 @@ class SfmResult:
         mapper: "incremental" or "global", the mapper of the kept model.
         mapper_disagreement: `model_disagreement` of the incremental and
             global models when both ran, else None.
+        mapping_attempts: incremental mapping attempts run.
         matcher: "exhaustive" or "sequential".
         verified_pairs: image pairs with enough verified matches.
         focal_length: the first camera's mean focal length, pixels.
@@ -201,6 +223,7 @@ class SfmResult:
     mean_reprojection_error: float
     mapper: str
     mapper_disagreement: Optional[float]
+    mapping_attempts: int
     matcher: str
     verified_pairs: int
     focal_length: float
@@ -293,14 +316,15 @@ def _extraction_options(options: SfmOptions):
     return extraction
 
 
-def _pipeline_options(options: SfmOptions, image_ids: Dict[str, int]):
+def _pipeline_options(options: SfmOptions, image_ids: Dict[str, int],
+                      seed: int):
     import pycolmap
 
     pipeline = pycolmap.IncrementalPipelineOptions()
     pipeline.num_threads = options.num_threads
     pipeline.min_num_matches = options.min_num_matches
     pipeline.extract_colors = True
-    pipeline.random_seed = options.random_seed
+    pipeline.random_seed = seed
     mapper = pipeline.mapper
     mapper.init_min_num_inliers = options.init_min_num_inliers
     mapper.abs_pose_min_num_inliers = options.abs_pose_min_num_inliers
@@ -320,6 +344,140 @@ def _pipeline_options(options: SfmOptions, image_ids: Dict[str, int]):
     return pipeline
 
 
+def _match(database: pathlib.Path, options: SfmOptions, matcher: str,
+           seed: int) -> Tuple[int, set]:
+    """Matches the features in `database`, COLMAP's RANSAC seeded with
+    `seed` (-1: random).
+
+    Returns:
+        `(verified, connected)`: the image pairs with at least
+        `options.min_num_matches` verified inliers, and the ids of the
+        images in at least one of them.
+    """
+    import pycolmap
+
+    if seed >= 0:
+        pycolmap.set_random_seed(seed)
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = options.num_threads
+    matching.guided_matching = options.guided_matching
+    verification = pycolmap.TwoViewGeometryOptions()
+    device = pycolmap.Device.cpu
+    if matcher == "exhaustive":
+        pycolmap.match_exhaustive(database, matching_options=matching,
+                                  verification_options=verification,
+                                  device=device)
+    else:
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = options.sequential_overlap
+        pairing.quadratic_overlap = True
+        pycolmap.match_sequential(database, matching_options=matching,
+                                  pairing_options=pairing,
+                                  verification_options=verification,
+                                  device=device)
+    db = pycolmap.Database.open(str(database))
+    try:
+        pair_ids, geometries = db.read_two_view_geometries()
+    finally:
+        db.close()
+    verified, connected = 0, set()
+    for pair_id, geometry in zip(pair_ids, geometries):
+        if len(geometry.inlier_matches) >= options.min_num_matches:
+            verified += 1
+            connected.update(pycolmap.pair_id_to_image_pair(pair_id))
+    return verified, connected
+
+
+def _map(database: pathlib.Path, features_database: pathlib.Path,
+         images_dir: pathlib.Path, mapping_dir: pathlib.Path,
+         options: SfmOptions, image_ids: Dict[str, int], matcher: str,
+         log: Callable[[str], None]):
+    """Step 4 of the module docstring.
+
+    Returns:
+        `(model, mapper, attempts, disagreement)`: the kept
+        `pycolmap.Reconstruction` (None if no model formed), the mapper
+        that made it, the incremental attempts run, and the
+        `model_disagreement` of the incremental and global models when
+        both ran.
+    """
+    import pycolmap
+
+    num_images = len(image_ids)
+    best, attempts = None, 0
+    if options.mapper in ("auto", "incremental"):
+        for attempt in range(options.mapping_attempts):
+            start = time.perf_counter()
+            seed = (options.random_seed + attempt
+                    if options.random_seed >= 0 else -1)
+            if attempt:
+                # A new draw of the verification's RANSAC: on sparse rings
+                # one neighbour pair more or less decides whether the
+                # chain of images holds together.
+                shutil.copyfile(features_database, database)
+                _match(database, options, matcher, seed)
+            output = mapping_dir / f"incremental_{attempt}"
+            output.mkdir(parents=True)
+            models = pycolmap.incremental_mapping(
+                database, images_dir, output,
+                _pipeline_options(options, image_ids, seed))
+            attempts += 1
+            log(f"mapping (incremental, attempt {attempt + 1} of at most "
+                f"{options.mapping_attempts}): {_describe_models(models)} "
+                f"({time.perf_counter() - start:.1f} s)")
+            model = _best_model(models)
+            if model is not None and (best is None
+                                      or _size(model) > _size(best)):
+                best = model
+            if best is not None and best.num_reg_images() == num_images:
+                break
+    if options.mapper == "incremental" or (
+            options.mapper == "auto" and best is not None
+            and best.num_reg_images() == num_images):
+        return best, "incremental", attempts, None
+
+    start = time.perf_counter()
+    (mapping_dir / "global").mkdir(parents=True)
+    pipeline = pycolmap.GlobalPipelineOptions()
+    pipeline.num_threads = options.num_threads
+    pipeline.random_seed = options.random_seed
+    pipeline.min_num_matches = options.min_num_matches
+    try:
+        models = pycolmap.global_mapping(database, images_dir,
+                                         mapping_dir / "global", pipeline)
+    except RuntimeError as error:
+        if options.mapper == "global":
+            raise
+        log(f"mapping (global): failed ({error})")
+        models = {}
+    candidate = _best_model(models)
+    log(f"mapping (global): {_describe_models(models)} "
+        f"({time.perf_counter() - start:.1f} s)")
+    if options.mapper == "global" or best is None:
+        return candidate, "global", attempts, None
+    disagreement = model_disagreement(best, candidate) if candidate else None
+    if candidate is None or candidate.num_reg_images() <= best.num_reg_images():
+        return best, "incremental", attempts, disagreement
+    if disagreement is not None and disagreement <= MAX_DISAGREEMENT:
+        log(f"mapping: the global model registers "
+            f"{candidate.num_reg_images()} images and places the "
+            f"{best.num_reg_images()} of the incremental one within "
+            f"{100 * disagreement:.1f} % of the camera spread: kept it")
+        return candidate, "global", attempts, disagreement
+    log(f"warning: the global model registers {candidate.num_reg_images()} "
+        f"images but places the incremental model's "
+        f"{best.num_reg_images()} differently"
+        + (f" ({100 * disagreement:.0f} % of the camera spread)"
+           if disagreement is not None else "")
+        + "; kept the incremental model (the global mapper folds sparse "
+        "rings); try --sfm-init-pair or more photos")
+    return best, "incremental", attempts, disagreement
+
+
+def _size(model) -> Tuple[int, int]:
+    return model.num_reg_images(), model.num_points3D()
+
+
 def _registered_names(reconstruction) -> List[str]:
     return sorted(image.name for image in reconstruction.images.values()
                   if image.has_pose)
@@ -330,7 +488,7 @@ def _best_model(models: Dict[int, object]):
     or None."""
     best = None
     for model in models.values():
-        key = (model.num_reg_images(), model.num_points3D())
+        key = _size(model)
         if best is None or key > best[0]:
             best = (key, model)
     return None if best is None else best[1]
@@ -434,38 +592,17 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
             "expected textured photos (blank or uniform images cannot be "
             "matched)")
 
+    # The matches are drawn again for a new mapping attempt (`_map`).
+    features_database = sfm_dir / "features.db"
+    shutil.copyfile(database, features_database)
+
     stage = time.perf_counter()
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = options.num_threads
-    matching.guided_matching = options.guided_matching
-    verification = pycolmap.TwoViewGeometryOptions()
     matcher = options.matcher
     if matcher == "auto":
         matcher = ("exhaustive" if len(names) <= options.exhaustive_max_images
                    else "sequential")
-    if matcher == "exhaustive":
-        pycolmap.match_exhaustive(database, matching_options=matching,
-                                  verification_options=verification,
-                                  device=device)
-    else:
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = options.sequential_overlap
-        pairing.quadratic_overlap = True
-        pycolmap.match_sequential(database, matching_options=matching,
-                                  pairing_options=pairing,
-                                  verification_options=verification,
-                                  device=device)
-    db = pycolmap.Database.open(str(database))
-    try:
-        pair_ids, geometries = db.read_two_view_geometries()
-    finally:
-        db.close()
-    inliers = [len(g.inlier_matches) for g in geometries]
-    verified = sum(n >= options.min_num_matches for n in inliers)
-    connected = set()
-    for pair_id, count in zip(pair_ids, inliers):
-        if count >= options.min_num_matches:
-            connected.update(pycolmap.pair_id_to_image_pair(pair_id))
+    verified, connected = _match(database, options, matcher,
+                                 options.random_seed)
     timing["matching_seconds"] = time.perf_counter() - stage
     num_pairs = len(names) * (len(names) - 1) // 2
     log(f"matching ({matcher}): {verified} of {num_pairs} image pairs "
@@ -480,55 +617,10 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
             "from nearby viewpoints")
 
     stage = time.perf_counter()
-    chosen, chosen_mapper = None, None
     mapping_dir = sfm_dir / "mapping"
-    if options.mapper in ("auto", "incremental"):
-        (mapping_dir / "incremental").mkdir(parents=True)
-        models = pycolmap.incremental_mapping(
-            database, images_dir, mapping_dir / "incremental",
-            _pipeline_options(options, image_ids))
-        chosen, chosen_mapper = _best_model(models), "incremental"
-        log(f"mapping (incremental): {_describe_models(models)} "
-            f"({time.perf_counter() - stage:.1f} s)")
-    incremental_model, disagreement = chosen, None
-    if options.mapper == "global" or (
-            options.mapper == "auto" and (
-                chosen is None or chosen.num_reg_images() < len(names)
-                or len(names) <= options.exhaustive_max_images)):
-        global_start = time.perf_counter()
-        (mapping_dir / "global").mkdir(parents=True)
-        pipeline = pycolmap.GlobalPipelineOptions()
-        pipeline.num_threads = options.num_threads
-        pipeline.random_seed = options.random_seed
-        pipeline.min_num_matches = options.min_num_matches
-        try:
-            models = pycolmap.global_mapping(database, images_dir,
-                                             mapping_dir / "global", pipeline)
-        except RuntimeError as error:
-            if options.mapper == "global":
-                raise
-            # In "auto" mode the incremental model still stands.
-            log(f"mapping (global): failed ({error})")
-            models = {}
-        candidate = _best_model(models)
-        log(f"mapping (global): {_describe_models(models)} "
-            f"({time.perf_counter() - global_start:.1f} s)")
-        if candidate is not None and (
-                chosen is None
-                or candidate.num_reg_images() > chosen.num_reg_images()):
-            chosen, chosen_mapper = candidate, "global"
-        if incremental_model is not None and candidate is not None:
-            disagreement = model_disagreement(incremental_model, candidate)
-        if disagreement is not None:
-            log(f"mapping: incremental and global cameras differ by "
-                f"{100 * disagreement:.1f} % of the camera spread")
-            if disagreement > MAX_DISAGREEMENT:
-                log("warning: the incremental and global models disagree "
-                    f"by more than {100 * MAX_DISAGREEMENT:.0f} %: at least "
-                    "one is wrong, possibly the kept one (narrow field of "
-                    "view, little texture or symmetric objects); check the "
-                    "cloud, add photos or try --sfm-mapper / "
-                    "--sfm-init-pair")
+    chosen, chosen_mapper, attempts, disagreement = _map(
+        database, features_database, images_dir, mapping_dir, options,
+        image_ids, matcher, log)
     timing["mapping_seconds"] = time.perf_counter() - stage
     registered = [] if chosen is None else _registered_names(chosen)
     if len(registered) < MIN_IMAGES:
@@ -560,6 +652,7 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
     log(f"undistortion: {len(registered)} images to {dense_dir / 'images'} "
         f"({timing['undistortion_seconds']:.1f} s)")
     shutil.rmtree(mapping_dir, ignore_errors=True)
+    features_database.unlink()
     timing["total_seconds"] = time.perf_counter() - start
 
     result = SfmResult(
@@ -568,7 +661,7 @@ def _run_sfm(images_dir: pathlib.Path, sfm_dir: pathlib.Path,
         registered=registered, unregistered=unregistered,
         num_points=int(chosen.num_points3D()),
         mean_reprojection_error=error, mapper=chosen_mapper,
-        mapper_disagreement=disagreement,
+        mapper_disagreement=disagreement, mapping_attempts=attempts,
         matcher=matcher, verified_pairs=int(verified),
         focal_length=float(camera.mean_focal_length()), timing=timing)
     record = {**result.to_json(), "options": dataclasses.asdict(options)}

@@ -98,8 +98,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "sequential in name order)")
     add("--sfm-mapper", default="auto",
         choices=("auto", "incremental", "global"),
-        help="mapping (auto: incremental, plus global when images are left "
-        "out; the model registering most images is kept)")
+        help="mapping (auto: incremental; global only when every attempt "
+        "leaves photos out, kept when it agrees with the incremental model)")
     add("--sfm-camera-model", default="SIMPLE_PINHOLE",
         help="COLMAP camera model shared by the photos (SIMPLE_RADIAL or "
         "OPENCV for lenses with visible distortion)")
@@ -111,6 +111,9 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "estimated, principal point at the image centre")
     add("--sfm-max-features", type=cli.positive_int, default=8192,
         help="SIFT features per image")
+    add("--sfm-mapping-attempts", type=cli.positive_int, default=3,
+        help="incremental mapping runs at most, each after a new draw of "
+        "the matches, until one registers every photo (default 3)")
     add("--sfm-init-pair", help="two image names to start the incremental "
         "mapper from, comma-separated")
     add("--max-height", type=cli.positive_int,
@@ -224,7 +227,7 @@ def run(args: argparse.Namespace,
                 pathlib.Path(args.images), out_dir, scenes.sfm_options(
                     args.sfm_matcher, args.sfm_mapper, args.sfm_camera_model,
                     args.sfm_max_features, args.sfm_init_pair,
-                    args.sfm_camera_params))
+                    args.sfm_camera_params, args.sfm_mapping_attempts))
             if args.min_consistent_views is None:
                 config, adapted = driver.fit_filter_to_pairs(config,
                                                              scene.pairs)

@@ -70,10 +70,12 @@ def sfm_options(matcher: str = "auto", mapper: str = "auto",
                 max_features: int = 8192,
                 init_pair: Optional[str] = None,
                 camera_params: Optional[Tuple[float, ...]] = None,
+                mapping_attempts: int = 3,
                 ) -> sfm.SfmOptions:
     """The SfmOptions of the --sfm-* flags (`init_pair` is the text of
     `--sfm-init-pair`, two image names separated by a comma;
-    `camera_params` the values of `--sfm-camera-params`).
+    `camera_params` the values of `--sfm-camera-params`,
+    `mapping_attempts` of `--sfm-mapping-attempts`).
 
     Raises:
         ValueError: an invalid value (the message names the flag).
@@ -85,21 +87,23 @@ def sfm_options(matcher: str = "auto", mapper: str = "auto",
             raise ValueError(
                 f"--sfm-init-pair: expected two image names separated by a "
                 f"comma; received {init_pair!r}")
-    if camera_model not in sfm.CAMERA_MODELS:
-        raise ValueError(
-            f"--sfm-camera-model: expected one of {sfm.CAMERA_MODELS}; "
-            f"received {camera_model!r}")
-    if camera_params is not None:
-        wanted = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4}.get(camera_model)
-        if wanted != len(camera_params):
-            raise ValueError(
-                f"--sfm-camera-params: {len(camera_params)} values do not "
-                f"fit --sfm-camera-model {camera_model}; expected 3 (f, cx, "
-                "cy) with SIMPLE_PINHOLE or 4 (fx, fy, cx, cy) with PINHOLE")
-    return sfm.SfmOptions(
-        matcher=matcher, mapper=mapper, camera_model=camera_model,
-        max_num_features=max_features, init_image_names=init,
-        camera_params=camera_params)
+    try:
+        return sfm.SfmOptions(
+            matcher=matcher, mapper=mapper, camera_model=camera_model,
+            max_num_features=max_features, init_image_names=init,
+            camera_params=camera_params, mapping_attempts=mapping_attempts)
+    except ValueError as error:
+        message = str(error)
+        for field, flag in _SFM_FLAGS.items():
+            message = message.replace(field, flag)
+        raise ValueError(message) from None
+
+
+# SfmOptions fields as the --sfm-* flags name them in error messages.
+_SFM_FLAGS = {"SfmOptions.camera_params:": "--sfm-camera-params:",
+              "SfmOptions.camera_model:": "--sfm-camera-model:",
+              "camera_model ": "--sfm-camera-model ",
+              "SfmOptions.mapping_attempts:": "--sfm-mapping-attempts:"}
 
 
 def scene_from_photos(

@@ -73,6 +73,16 @@ def test_options_are_checked():
         sfm.SfmOptions(matcher="vocab")
     with pytest.raises(ValueError, match="init_image_names"):
         sfm.SfmOptions(init_image_names=("a.png", "a.png"))
+    with pytest.raises(ValueError, match="mapping_attempts: expected at "
+                       "least 1; received 0"):
+        sfm.SfmOptions(mapping_attempts=0)
+    with pytest.raises(ValueError, match="camera_params: 4 values do not "
+                       "fit camera_model SIMPLE_PINHOLE; expected 3"):
+        sfm.SfmOptions(camera_params=(3310.0, 3325.0, 317.0, 201.0))
+    with pytest.raises(ValueError, match="camera_params: 3 values do not "
+                       "fit camera_model OPENCV"):
+        sfm.SfmOptions(camera_model="OPENCV",
+                       camera_params=(3310.0, 317.0, 201.0))
 
 
 def test_similarity_fit_recovers_a_similarity():
@@ -239,3 +249,122 @@ def test_known_intrinsics_are_kept(tmp_path):
     assert abs(intrinsics[0, 0] / k[0, 0] - 1) < 0.02
     errors = _centre_errors(scene, result)
     assert errors.max() < _CENTRE_BOUND, errors
+
+
+class _Image:
+    def __init__(self, name, centre):
+        self.name, self.has_pose = name, True
+        self._centre = np.asarray(centre, float)
+
+    def projection_center(self):
+        return self._centre
+
+
+class _Model:
+    """What `_map` reads of a pycolmap.Reconstruction."""
+
+    def __init__(self, centres):
+        self.images = {k: _Image(name, centre)
+                       for k, (name, centre) in enumerate(centres.items())}
+
+    def num_reg_images(self):
+        return len(self.images)
+
+    def num_points3D(self):
+        return 100
+
+
+def _ring(count):
+    angles = 2 * np.pi * np.arange(count) / count
+    return {f"v{k:02d}.png": (np.cos(a), np.sin(a), 0.1 * k)
+            for k, a in enumerate(angles)}
+
+
+def _fake_mapping(monkeypatch, incremental_sizes, global_model):
+    """Replaces pycolmap's matching and mappers: attempt k of the
+    incremental mapper registers `incremental_sizes[k]` images of a
+    16-view ring. Returns the calls made, as (stage, seed)."""
+    import pycolmap
+
+    ring = _ring(16)
+    calls = []
+
+    def match(database, options, matcher, seed):
+        calls.append(("match", seed))
+        return 30, set(range(16))
+
+    def incremental(database, images_dir, output, pipeline):
+        calls.append(("incremental", pipeline.random_seed))
+        size = incremental_sizes[sum(c[0] == "incremental" for c in calls)
+                                 - 1]
+        return {0: _Model(dict(list(ring.items())[:size]))}
+
+    def global_mapping(database, images_dir, output, pipeline):
+        calls.append(("global", pipeline.random_seed))
+        return {} if global_model is None else {0: global_model(ring)}
+
+    monkeypatch.setattr(sfm, "_match", match)
+    monkeypatch.setattr(pycolmap, "incremental_mapping", incremental)
+    monkeypatch.setattr(pycolmap, "global_mapping", global_mapping)
+    monkeypatch.setattr(sfm.shutil, "copyfile", lambda *args: None)
+    return calls
+
+
+def _run_map(tmp_path, **options):
+    ids = {f"v{k:02d}.png": k + 1 for k in range(16)}
+    lines = []
+    result = sfm._map(tmp_path / "database.db", tmp_path / "features.db",
+                      tmp_path, tmp_path / "mapping",
+                      sfm.SfmOptions(random_seed=7, **options), ids,
+                      "exhaustive", lines.append)
+    return result, lines
+
+
+def test_mapping_retries_with_new_matches_until_all_register(
+        monkeypatch, tmp_path):
+    calls = _fake_mapping(monkeypatch, [10, 16, 16], None)
+    (model, mapper, attempts, disagreement), lines = _run_map(tmp_path)
+    assert (model.num_reg_images(), mapper, attempts) == (16, "incremental",
+                                                          2)
+    assert disagreement is None
+    # The second attempt draws the matches again with the next seed; the
+    # global mapper is not needed.
+    assert calls == [("incremental", 7), ("match", 8), ("incremental", 8)]
+    assert lines[0].startswith("mapping (incremental, attempt 1 of at most "
+                               "3): 1 model(s) of 10 images")
+
+
+def test_global_model_kept_only_when_it_agrees(monkeypatch, tmp_path):
+    # Every attempt leaves 4 images out; the global model registers all 16
+    # in the same places (up to a similarity): kept.
+    def same_frame(ring):
+        return _Model({n: 2.0 * np.asarray(c) + 1.0 for n, c in ring.items()})
+
+    calls = _fake_mapping(monkeypatch, [12, 11, 12], same_frame)
+    (model, mapper, attempts, disagreement), lines = _run_map(tmp_path)
+    assert (model.num_reg_images(), mapper, attempts) == (16, "global", 3)
+    assert disagreement == pytest.approx(0, abs=1e-9)
+    assert [c[0] for c in calls].count("global") == 1
+
+    # A folded global model (half the ring mirrored): the incremental
+    # model with 12 images stays, with a warning.
+    def folded(ring):
+        return _Model({n: np.asarray(c) * ([1, -1, 1] if k % 2 else 1)
+                       for k, (n, c) in enumerate(ring.items())})
+
+    _fake_mapping(monkeypatch, [12, 11, 12], folded)
+    (model, mapper, _, disagreement), lines = _run_map(tmp_path / "b")
+    assert (model.num_reg_images(), mapper) == (12, "incremental")
+    assert disagreement > sfm.MAX_DISAGREEMENT
+    assert any(line.startswith("warning: the global model registers 16 "
+                               "images but places the incremental model's "
+                               "12 differently") for line in lines)
+
+
+def test_incremental_mapper_alone_never_runs_global(monkeypatch, tmp_path):
+    calls = _fake_mapping(monkeypatch, [10, 9], lambda ring: _Model(ring))
+    (model, mapper, attempts, _), _ = _run_map(
+        tmp_path, mapper="incremental", mapping_attempts=2)
+    assert (model.num_reg_images(), mapper, attempts) == (10, "incremental",
+                                                          2)
+    assert "global" not in [c[0] for c in calls]
