@@ -440,3 +440,34 @@ def test_a_view_over_the_budget_is_tiled_with_the_untiled_maps(
                 layout.output_paths(runs[name][0], view)[key])
                 for name in ("whole", "tiled"))
             np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-4)
+
+
+def test_auto_filter_follows_the_head():
+    """`--filter auto`: UniMVSNet's DTU settings (confidence > 0.3, 3
+    views) for the unity head, CasMVSNet's (> 0.9, 5 views) otherwise."""
+    import types
+
+    from keras_mvs.reconstruct import driver
+    from keras_mvs.testing import tiny
+
+    def predictor(network=None, network_config=None):
+        return types.SimpleNamespace(network=network,
+                                     network_config=network_config)
+
+    assert driver.auto_filter(predictor(tiny.tiny_network("unity"))) == (
+        "unimvsnet_dtu")
+    assert driver.auto_filter(predictor(tiny.tiny_network("regression"))) == (
+        "casmvsnet")
+    # A SavedModel written by keras_mvs.export carries the network config;
+    # one from elsewhere does not.
+    assert driver.auto_filter(predictor(network_config={
+        "config": {"head": "unity"}})) == "unimvsnet_dtu"
+    assert driver.auto_filter(predictor()) == "casmvsnet"
+    config = driver.filter_from_flags("unimvsnet_dtu")
+    assert (config.method, config.confidence_thresholds,
+            config.min_consistent_views, config.max_pixel_error,
+            config.max_relative_depth_error) == ("pcd", (0.3,), 3, 1.0, 0.01)
+    # --conf and --min-consistent-views still override it.
+    config = driver.filter_from_flags("unimvsnet_dtu", [0.5], 2)
+    assert (config.confidence_thresholds, config.min_consistent_views) == (
+        (0.5,), 2)

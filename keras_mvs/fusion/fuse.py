@@ -66,6 +66,11 @@ _PRESETS = {
     "clmvsnet": dict(method="pcd", confidence_thresholds=(0.8,),
                      max_pixel_error=0.75, max_relative_depth_error=0.001,
                      min_consistent_views=3),
+    # Uni's published DTU settings, "conf 0.3, 3 views": its unity
+    # confidence is the peak of one classification, lower than the
+    # regression heads' 4-neighbour sum (ALGORITHMS.md 3.4, 6.3).
+    "unimvsnet_dtu": dict(method="pcd", confidence_thresholds=(0.3,),
+                          min_consistent_views=3),
     # Uni dypcd: stage confidences ANDed, levels 2..10 of 1/4 px, 1/1300.
     "unimvsnet_dypcd": dict(method="dypcd",
                             confidence_thresholds=(0.1, 0.15, 0.9)),

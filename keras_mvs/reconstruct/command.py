@@ -34,7 +34,11 @@ the same weights (not possible for SavedModels).
 Filters (ALGORITHMS.md 6.3): `pcd` is CasMVSNet's (final confidence > 0.9,
 1 px, 1 %, 5 consistent sources), `dypcd` UniMVSNet's dynamic check (stage
 confidences > 0.1, 0.15, 0.9); any `keras_mvs.fusion.FilterConfig` preset
-name works too. `--conf` replaces the confidence thresholds.
+name works too. The default, `auto`, picks by the model's head once it is
+loaded: `unimvsnet_dtu` (pcd, confidence > 0.3, 3 consistent sources:
+UniMVSNet's DTU settings) for the unity head, whose confidence is one
+classification's peak, and `pcd` otherwise. `--conf` replaces the
+confidence thresholds.
 """
 
 import argparse
@@ -126,8 +130,12 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         help="views per inference, reference included (default 5)")
     add("--num-depths", type=_num_depths,
         help="hypotheses per stage, e.g. 48,32,8 (Keras models only)")
-    add("--filter", default="pcd",
-        help="pcd (default), dypcd or a FilterConfig preset name")
+    add("--filter", default="auto",
+        help="auto (default: the pcd filter with the settings of the "
+        "model head's paper: confidence > 0.3 and 3 consistent views for "
+        "the unity head, as UniMVSNet on DTU; > 0.9 and 5 views for "
+        "soft-argmin heads, as CasMVSNet), pcd, dypcd or a FilterConfig "
+        "preset name")
     add("--conf", type=_thresholds, help="confidence threshold(s): one for "
         "the final confidence or three for the stages")
     add("--min-consistent-views", type=cli.positive_int,
@@ -180,6 +188,15 @@ def check_arguments(parser: argparse.ArgumentParser,
         parser.error(f"--filter/--conf: {error}")
 
 
+def _describe_filter(config) -> str:
+    thresholds = "/".join(f"{value:g}" for value in
+                          config.confidence_thresholds)
+    text = f"{config.method}, confidence > {thresholds}"
+    if config.method == "pcd":
+        text += f", {config.min_consistent_views} consistent views"
+    return text
+
+
 def _error(message: object) -> None:
     print(f"reconstruct: error: {message}", file=sys.stderr)
 
@@ -228,12 +245,6 @@ def run(args: argparse.Namespace,
                     args.sfm_matcher, args.sfm_mapper, args.sfm_camera_model,
                     args.sfm_max_features, args.sfm_init_pair,
                     args.sfm_camera_params, args.sfm_mapping_attempts))
-            if args.min_consistent_views is None:
-                config, adapted = driver.fit_filter_to_pairs(config,
-                                                             scene.pairs)
-            for field, change in adapted.items():
-                print(f"adapted: {field} {change['requested']} -> "
-                      f"{change['used']} ({change['reason']})")
         # Every cam file and image header the run will read, before the
         # model is loaded: a bad file in view 15 fails now, not after views
         # 0-14 were written.
@@ -250,6 +261,17 @@ def run(args: argparse.Namespace,
     except (FileNotFoundError, ValueError) as error:
         _error(error)
         return 2, []
+    if args.filter == "auto":
+        name = driver.auto_filter(predictor)
+        config = driver.filter_from_flags(name, args.conf,
+                                          args.min_consistent_views)
+        print(f"filter: {name} ({_describe_filter(config)}) for the "
+              f"{driver.model_head(predictor) or 'unknown'} head")
+    if sfm_record is not None and args.min_consistent_views is None:
+        config, adapted = driver.fit_filter_to_pairs(config, scene.pairs)
+    for field, change in adapted.items():
+        print(f"adapted: {field} {change['requested']} -> "
+              f"{change['used']} ({change['reason']})")
     try:
         if args.num_depths is not None:
             predictor = planning.with_num_depths(predictor, args.num_depths)

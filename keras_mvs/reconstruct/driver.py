@@ -39,6 +39,25 @@ PathLike = formats.PathLike
 _DIAGNOSIS_RATE = 0.9
 # --filter shorthands for the FilterConfig presets.
 FILTER_ALIASES = {"pcd": "casmvsnet", "dypcd": "unimvsnet_dypcd"}
+# `--filter auto` (the default): the pcd filter with the settings of the
+# head's own paper, as the confidences of the two heads differ in scale.
+AUTO_FILTERS = {"unity": "unimvsnet_dtu", "regression": "casmvsnet"}
+
+
+def model_head(predictor) -> Optional[str]:
+    """The depth head of a loaded model ("unity", "regression", ...), or
+    None when the model does not say (a SavedModel from elsewhere)."""
+    if predictor.network is not None:
+        return predictor.network.get_config().get("head")
+    if predictor.network_config is not None:
+        return predictor.network_config.get("config", {}).get("head")
+    return None
+
+
+def auto_filter(predictor) -> str:
+    """The FilterConfig preset `--filter auto` stands for with this model:
+    `AUTO_FILTERS` by its head, "casmvsnet" when the head is unknown."""
+    return AUTO_FILTERS.get(model_head(predictor), "casmvsnet")
 
 
 def filter_from_flags(
@@ -46,8 +65,9 @@ def filter_from_flags(
     min_views: Optional[int] = None,
 ) -> fusion.FilterConfig:
     """The FilterConfig of `--filter` (an alias of `FILTER_ALIASES` or a
-    preset name), `--conf` (confidence thresholds) and
-    `--min-consistent-views`.
+    preset name; "auto" checks the other flags against "casmvsnet", the
+    command resolves it once the model is loaded), `--conf` (confidence
+    thresholds) and `--min-consistent-views`.
 
     Raises:
         ValueError: an unknown preset or an invalid field.
@@ -57,6 +77,7 @@ def filter_from_flags(
         overrides["confidence_thresholds"] = tuple(conf)
     if min_views is not None:
         overrides["min_consistent_views"] = min_views
+    name = "casmvsnet" if name == "auto" else name
     return fusion.FilterConfig.preset(FILTER_ALIASES.get(name, name),
                                       **overrides)
 
