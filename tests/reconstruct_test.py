@@ -19,6 +19,7 @@ from keras_mvs.data import formats
 from keras_mvs.data import scene as scene_lib
 from keras_mvs.reconstruct import cli
 from keras_mvs.reconstruct import layout
+from keras_mvs.testing import tiny
 
 HEIGHT, WIDTH, NUM_VIEWS = 64, 96, 6
 
@@ -440,3 +441,21 @@ def test_a_view_over_the_budget_is_tiled_with_the_untiled_maps(
                 layout.output_paths(runs[name][0], view)[key])
                 for name in ("whole", "tiled"))
             np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-4)
+
+
+def test_predictor_returns_the_network_maps_only(tiny_model):
+    # The stage volumes stay in the graph (freed after the heads): a
+    # Predictor hands on the final and per-stage depth and confidence.
+    predictor = inference.load_model(tiny_model)
+    inputs = {key: tf.constant(value) for key, value in
+              tiny.sideways_rig_inputs(3, 32, 64).items()}
+    outputs = predictor(inputs)
+    direct = predictor.network(inputs, training=False)
+    assert sorted(outputs) == ["confidence", "depth", "stages"]
+    assert len(outputs["stages"]) == 3
+    for ours, full in zip(outputs["stages"], direct["stages"]):
+        assert sorted(ours) == ["confidence", "depth"]
+        np.testing.assert_allclose(ours["depth"], full["depth"], rtol=1e-5,
+                                   atol=1e-5)
+    np.testing.assert_allclose(outputs["depth"], direct["depth"], rtol=1e-5,
+                               atol=1e-5)
