@@ -337,7 +337,7 @@ TINY_SHAPE = reconstruct.NetworkShape((48, 32, 8), (32, 16, 8), 192, True)
 
 def test_working_memory_model_bounds_the_bench():
     # The bench figures the model was fitted to (planning.FIT_POINTS): an
-    # upper bound of each, within 2 % (measured: within 1 %).
+    # upper bound of each, within 2 % (measured: within 1.6 %).
     points = reconstruct.planning.FIT_POINTS
     assert len(points) == 3
     for (height, width), megabytes in points.items():
@@ -347,15 +347,15 @@ def test_working_memory_model_bounds_the_bench():
 
 
 def test_the_tiled_model_bounds_the_tiled_bench():
-    # bench/model_bench.py --memory-budget-gb 5 at 1152x1600: 4 windows of
-    # 800x1024, 5046 MB working (planning.TILING_OVERHEAD_BYTES).
-    tiles = reconstruct.plan_tiles(1152, 1600, 5, TINY_SHAPE, 5 * 2**30)
+    # bench/model_bench.py --memory-budget-gb 3 at 1152x1600: 4 windows of
+    # 800x1024, 2906 MB working (planning.TILING_OVERHEAD_BYTES).
+    tiles = reconstruct.plan_tiles(1152, 1600, 5, TINY_SHAPE, 3 * 2**30)
     assert [tile.window for tile in tiles] == [
         (0, 800, 0, 1024), (0, 800, 576, 1600), (352, 1152, 0, 1024),
         (352, 1152, 576, 1600)]
     estimate = reconstruct.estimate_working_bytes(
         1152, 1600, 5, TINY_SHAPE, (800, 1024)) / 2**20
-    assert 5046 <= estimate <= 1.02 * 5046
+    assert 2906 <= estimate <= 1.02 * 2906
 
 
 def test_views_that_fit_run_in_one_call():
