@@ -8,8 +8,10 @@
 
 Each (size, mode) runs in a fresh subprocess, so its peak resident memory
 (ru_maxrss, which includes the ~0.5 GB of the TensorFlow runtime) is its own.
-Modes: "graph" is `tf.function` with the model's defaults (every op plain
-TensorFlow); "graph_xla_warp" the same with `xla_warp=True` (only the
+Modes: "graph" is the model's defaults (every op plain TensorFlow) called
+as `reconstruct` calls it on a view that fits in memory (through
+`inference.Predictor`: `tf.function`, the depth and confidence maps
+returned); "graph_xla_warp" the same with `xla_warp=True` (only the
 plane-sweep warp compiled by XLA); "xla" is `tf.function(jit_compile=True)`
 around the whole model. The first call (tracing, XLA compilation) is
 reported separately and excluded from the median. A configuration stops
@@ -150,6 +152,7 @@ def run_one(size: str, mode: str, repeats: int, num_views: int,
     import numpy as np
     import tensorflow as tf
 
+    from keras_mvs import inference
     from keras_mvs import models
 
     height, width = (int(n) for n in size.split("x"))
@@ -159,13 +162,15 @@ def run_one(size: str, mode: str, repeats: int, num_views: int,
                                  aggregation=aggregation, head="unity",
                                  xla_warp=mode == "graph_xla_warp")
     model.build()
-    def network(batch):
-        # One call: a comprehension calling the model per key (as before)
-        # built two networks into the graph, run concurrently.
-        outputs = model(batch, training=False)
-        return {k: outputs[k] for k in ("depth", "confidence")}
-
-    infer = tf.function(network, jit_compile=mode == "xla")
+    if mode == "xla":
+        infer = tf.function(
+            lambda batch: inference.network_maps(model(batch,
+                                                       training=False)),
+            jit_compile=True)
+    else:
+        # What `reconstruct` calls on a view that fits in memory.
+        infer = inference.Predictor(pathlib.Path("bench"), "keras",
+                                    network=model)
     tiles = [None]
     if memory_budget_gb is not None:
         from keras_mvs.reconstruct import planning

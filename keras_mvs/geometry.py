@@ -298,6 +298,81 @@ def reproject(
     return project(points_src, src_intrinsics)
 
 
+def plane_sweep_sampler(
+    src_features: TensorLike,
+    src_proj: TensorLike,
+    ref_proj: TensorLike,
+    height,
+    width,
+    sampling: str = "exact",
+    ref_offset: Optional[TensorLike] = None,
+):
+    """The sampler of `homography_warp`, for warping one plane at a time.
+
+    Args:
+        src_features: `[B, H, W, C]` source feature map.
+        src_proj: `[B, 4, 4]` source projection matrix at this map's scale.
+        ref_proj: `[B, 4, 4]` reference projection matrix at this scale.
+        height, width: the reference grid, `h x w` (ints or int32 scalars).
+        sampling: "exact" or "align_corners_false" (`homography_warp`).
+        ref_offset: `(y0, x0)` of the reference grid in the map `ref_proj`
+            describes, or None (`homography_warp`).
+
+    Returns:
+        `sample(depth)`: `depth [B, h, w]` or `[B, D, h, w]` (depth units,
+        the matrices' dtype) -> the source sampled where each reference
+        pixel at that depth projects, `[B, h, w, C]` or `[B, D, h, w, C]`,
+        the dtype of `src_features`; exactly the values of `homography_warp`
+        at those depths.
+
+    Raises:
+        ValueError: for an unknown `sampling`.
+    """
+    if sampling not in WARP_SAMPLINGS:
+        raise ValueError(f"`sampling` must be one of {WARP_SAMPLINGS}. "
+                         f"Received: sampling={sampling!r}")
+    src_features = _float(src_features)
+    matrix_dtype = (tf.float64 if src_features.dtype == tf.float64
+                    else tf.float32)
+    src_proj = _float(src_proj, matrix_dtype)
+    ref_proj = _float(ref_proj, matrix_dtype)
+    shape = tf.shape(src_features)
+    size = tf.cast(tf.stack([shape[2], shape[1]]), matrix_dtype)  # source's
+    src_from_ref = tf.linalg.matmul(src_proj, tf.linalg.inv(ref_proj))
+    rotation = src_from_ref[:, :3, :3]
+    translation = src_from_ref[:, :3, 3]
+    grid = pixel_grid(height, width, matrix_dtype)
+    if ref_offset is not None:
+        # Whole numbers, so the window's coordinates are exactly the ones
+        # these pixels have in the whole map.
+        offset = tf.cast(ref_offset, matrix_dtype)
+        grid = grid + tf.stack([offset[1], offset[0]])
+    homogeneous = tf.concat([grid, tf.ones_like(grid[..., :1])], axis=-1)
+    rays = tf.einsum("bij,hwj->bhwi", rotation, homogeneous)  # [B, H, W, 3]
+
+    def sample(depth):
+        """Samples the source at `depth [B, ..., H, W]`: `[B, ..., H, W, C]`."""
+        extra = len(depth.shape) - 3  # 1 for [B, D, H, W], 0 for a plane
+        ray = rays
+        shift = translation[:, tf.newaxis, tf.newaxis, :]
+        for _ in range(extra):
+            ray, shift = ray[:, tf.newaxis], shift[:, tf.newaxis]
+        points = ray * depth[..., tf.newaxis] + shift
+        z = points[..., 2]
+        projectable = z > MIN_PROJECTABLE_DEPTH
+        safe_z = tf.where(projectable, z, tf.ones_like(z))
+        coords = points[..., :2] / safe_z[..., tf.newaxis]
+        if sampling == "align_corners_false":
+            # grid_sample(align_corners=False) maps the normalised
+            # u / ((W-1)/2) - 1 back to pixels as ((u_n + 1) W - 1) / 2.
+            coords = coords * (size / tf.maximum(size - 1.0, 1.0)) - 0.5
+        coords = tf.where(projectable[..., tf.newaxis], coords,
+                          tf.constant(np.nan, matrix_dtype))
+        return bilinear_sample(src_features, tf.stop_gradient(coords))
+
+    return sample
+
+
 def homography_warp(
     src_features: TensorLike,
     src_proj: TensorLike,
@@ -362,12 +437,9 @@ def homography_warp(
     src_features = _float(src_features)
     matrix_dtype = (tf.float64 if src_features.dtype == tf.float64
                     else tf.float32)
-    src_proj = _float(src_proj, matrix_dtype)
-    ref_proj = _float(ref_proj, matrix_dtype)
     depth_hypotheses = _float(depth_hypotheses, matrix_dtype)
     shape = tf.shape(src_features)
     batch, height, width = shape[0], shape[1], shape[2]
-    size = tf.cast(tf.stack([width, height]), matrix_dtype)  # the source's
     if ref_offset is not None:
         height = tf.shape(depth_hypotheses)[2]
         width = tf.shape(depth_hypotheses)[3]
@@ -379,38 +451,8 @@ def homography_warp(
             tf.reshape(depth_hypotheses, tf.stack([batch, num_depths, -1])),
             tf.stack([batch, num_depths, height * width])),
         tf.stack([batch, num_depths, height, width]))  # [B, D, H, W]
-
-    src_from_ref = tf.linalg.matmul(src_proj, tf.linalg.inv(ref_proj))
-    rotation = src_from_ref[:, :3, :3]
-    translation = src_from_ref[:, :3, 3]
-    grid = pixel_grid(height, width, matrix_dtype)
-    if ref_offset is not None:
-        # Whole numbers, so the window's coordinates are exactly the ones
-        # these pixels have in the whole map.
-        offset = tf.cast(ref_offset, matrix_dtype)
-        grid = grid + tf.stack([offset[1], offset[0]])
-    homogeneous = tf.concat([grid, tf.ones_like(grid[..., :1])], axis=-1)
-    rays = tf.einsum("bij,hwj->bhwi", rotation, homogeneous)  # [B, H, W, 3]
-
-    def sample(depth):
-        """Samples the source at `depth [B, ..., H, W]`: `[B, ..., H, W, C]`."""
-        extra = len(depth.shape) - 3  # 1 for [B, D, H, W], 0 for a plane
-        ray = rays
-        shift = translation[:, tf.newaxis, tf.newaxis, :]
-        for _ in range(extra):
-            ray, shift = ray[:, tf.newaxis], shift[:, tf.newaxis]
-        points = ray * depth[..., tf.newaxis] + shift
-        z = points[..., 2]
-        projectable = z > MIN_PROJECTABLE_DEPTH
-        safe_z = tf.where(projectable, z, tf.ones_like(z))
-        coords = points[..., :2] / safe_z[..., tf.newaxis]
-        if sampling == "align_corners_false":
-            # grid_sample(align_corners=False) maps the normalised
-            # u / ((W-1)/2) - 1 back to pixels as ((u_n + 1) W - 1) / 2.
-            coords = coords * (size / tf.maximum(size - 1.0, 1.0)) - 0.5
-        coords = tf.where(projectable[..., tf.newaxis], coords,
-                          tf.constant(np.nan, matrix_dtype))
-        return bilinear_sample(src_features, tf.stop_gradient(coords))
+    sample = plane_sweep_sampler(src_features, src_proj, ref_proj, height,
+                                 width, sampling, ref_offset)
 
     if not plane_by_plane:
         return sample(depth_hypotheses)  # [B, D, H, W, C]

@@ -31,7 +31,8 @@ class Predictor:
         path: where the model was loaded from.
         kind: `"preset"`, `"keras"` or `"saved_model"`.
         network: the Keras network (`None` for a SavedModel). Keras models
-            also return per-stage outputs under `"stages"`.
+            also return the per-stage `depth` and `confidence` maps under
+            `"stages"` (`network_maps`).
         network_config: for a SavedModel written by `keras_mvs.export`, the
             exported network's `keras.saving.serialize_keras_object` (its
             `"config"` holds `num_depths`, `base_channels`, ...); `None`
@@ -47,7 +48,7 @@ class Predictor:
         self._signature = signature
         if network is not None:
             self._call = tf.function(
-                lambda inputs: network(inputs, training=False),
+                lambda inputs: network_maps(network(inputs, training=False)),
                 reduce_retracing=True)
 
     def __call__(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -64,6 +65,22 @@ class Predictor:
                 f"missing {missing}")
         return self._signature(**{k: tf.convert_to_tensor(inputs[k], tf.float32)
                                   for k in specs})
+
+
+def network_maps(outputs: Dict[str, object]) -> Dict[str, object]:
+    """The maps of a network's outputs that inference hands on.
+
+    `depth` and `confidence` `[B, H, W]`, and under `stages` each stage's
+    `depth` and `confidence` only: the stages' logits, volumes and
+    hypotheses (`[B, D, h, w]` each) are left inside the graph, where they
+    are freed as soon as the head has used them, instead of being held
+    until the call returns.
+    """
+    maps = {key: outputs[key] for key in ("depth", "confidence")}
+    if "stages" in outputs:
+        maps["stages"] = [{key: stage[key] for key in ("depth", "confidence")}
+                          for stage in outputs["stages"]]
+    return maps
 
 
 def load_model(path: PathLike) -> Predictor:

@@ -280,6 +280,100 @@ class CostVolume(keras.layers.Layer):
         cost.set_shape(static_shape)
         return cost
 
+    def aggregate_planes(self, ref_features, sample_plane, num_depths):
+        """Inference: the cost volume of `accumulate`, one plane at a time.
+
+        For each depth plane in turn, `sample_plane` warps every source at
+        that plane only, the sources' terms are summed in source order (as
+        `accumulate` sums them) and the plane's cost is kept; the volume is
+        stacked from its planes at the end. So no warped volume, error
+        volume or running-sum volume exists: the working memory is the cost
+        volume plus one plane's intermediates, where `accumulate` holds
+        about five volumes at once. Same values as `accumulate` (every
+        element is computed by the same operations in the same order, up to
+        the convolution kernels' blocking over other sizes). BatchNorm in
+        inference mode only: no gradients or statistics flow through here.
+
+        Args:
+            ref_features: `[B, H, W, C]` reference features.
+            sample_plane: callable `(index) -> [B, N, H, W, C]`, every
+                source warped onto the reference at depth plane `index` (an
+                int32 scalar tensor), N >= 1.
+            num_depths: D, a Python int or an int32 scalar.
+
+        Returns:
+            `[B, D, H, W, C]` ("variance", "adaptive") or `[B, D, H, W, G]`
+            ("groupwise") cost volume in the compute dtype.
+        """
+        ref = tf.convert_to_tensor(ref_features)  # [B, H, W, C]
+        channels = ref.shape[-1]
+        dtype = ref.dtype
+        out_channels = self.groups if self.aggregation == "groupwise" else (
+            channels)
+
+        def plane_cost(index):
+            warped = tf.cast(sample_plane(index), dtype)  # [B, N, H, W, C]
+            num_sources = tf.shape(warped)[1]
+            if self.aggregation == "variance":
+                terms = (warped, tf.square(warped))
+                sums = [ref, tf.square(ref)]
+            elif self.aggregation == "groupwise":
+                products = ref[:, tf.newaxis] * warped
+                shape = tf.shape(products)
+                terms = (tf.reduce_mean(tf.reshape(products, tf.concat(
+                    [shape[:-1], [self.groups, channels // self.groups]],
+                    0)), axis=-1),)  # [B, N, H, W, G]
+                sums = [tf.zeros_like(terms[0][:, 0])]
+            else:
+                errors = tf.square(ref[:, tf.newaxis] - warped)
+                # The weight net's 1x1x1 convolutions see each source's
+                # plane as a one-plane volume, the sources folded into B.
+                shape = tf.shape(errors)
+                folded = tf.reshape(errors, tf.concat(
+                    [[-1, 1], shape[2:]], 0))  # [B*N, 1, H, W, C]
+                weights = tf.reshape(
+                    self.w_net_1(self.w_net_0(folded, training=False),
+                                 training=False),
+                    tf.concat([shape[:-1], [1]], 0))  # [B, N, H, W, 1]
+                terms = ((1.0 + weights) * errors,)
+                sums = [tf.zeros_like(ref)]
+
+            def add_source(source, sums):
+                return source + 1, [total + term[:, source]
+                                    for total, term in zip(sums, terms)]
+
+            # Source by source, in order: the rounding of `accumulate`.
+            plane_shape = tf.TensorShape([None, None, None, out_channels])
+            _, sums = tf.while_loop(
+                lambda source, _: source < num_sources, add_source,
+                (tf.constant(0), sums), parallel_iterations=1,
+                shape_invariants=(tf.TensorShape([]),
+                                  [plane_shape] * len(sums)))
+            if self.aggregation == "variance":
+                num_views = tf.cast(num_sources + 1, dtype)
+                mean = sums[0] / num_views
+                return sums[1] / num_views - tf.square(mean)
+            return sums[0] / tf.cast(num_sources, dtype)
+
+        planes = tf.TensorArray(dtype, size=num_depths, element_shape=(
+            tf.TensorShape([None, None, None, out_channels])))
+
+        def body(index, planes):
+            return index + 1, planes.write(index, plane_cost(index))
+
+        _, planes = tf.while_loop(lambda index, _: index < num_depths, body,
+                                  (tf.constant(0), planes),
+                                  parallel_iterations=1)
+        # [D, B, H, W, C] -> [B, D, H, W, C]: no copy for B = 1 (TF's
+        # transpose only moves a unit axis).
+        cost = tf.transpose(planes.stack(), [1, 0, 2, 3, 4])
+        # The sizes shape inference knew before the loop (oneDNN's
+        # Conv3DTranspose needs them).
+        cost.set_shape(tf.TensorShape([
+            ref.shape[0], num_depths if isinstance(num_depths, int) else None,
+            ref.shape[1], ref.shape[2], out_channels]))
+        return cost
+
     def compute_output_shape(self, ref_features_shape,
                              warped_features_shape):
         channels = (self.groups if self.aggregation == "groupwise"

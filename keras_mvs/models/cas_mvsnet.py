@@ -239,6 +239,11 @@ class CascadeMVSNet(keras.Model):
         self.xla_warp = xla_warp
         self.sync_batchnorm = sync_batchnorm
         self.recompute_sources = recompute_sources
+        # Inference builds the cost volume plane by plane
+        # (`CostVolume.aggregate_planes`); False: source by source as in
+        # training (`CostVolume.accumulate`), for the tests that compare
+        # the two.
+        self._aggregate_by_plane = True
 
         # === Layers ===
         self.feature_pyramid = feature_pyramid.FeaturePyramid(
@@ -471,12 +476,21 @@ class CascadeMVSNet(keras.Model):
                                plane_by_plane=not self.xla_warp,
                                **warp_options)
 
-            # One source at a time: the warped volumes of all sources never
-            # exist at once.
-            cost = self.cost_aggregation[stage].accumulate(
-                ref_features, stage_features[:, 1:],
-                projections[:, 1:], warp, num_depths, training=training,
-                recompute=bool(training) and self.recompute_sources)
+            if training or self.xla_warp or not self._aggregate_by_plane:
+                # One source at a time: the warped volumes of all sources
+                # never exist at once.
+                cost = self.cost_aggregation[stage].accumulate(
+                    ref_features, stage_features[:, 1:],
+                    projections[:, 1:], warp, num_depths, training=training,
+                    recompute=bool(training) and self.recompute_sources)
+            else:
+                # Inference: one plane at a time, so no warped, error or
+                # running-sum volume exists besides the cost volume.
+                cost = self.cost_aggregation[stage].aggregate_planes(
+                    ref_features, self._plane_sampler(
+                        stage_features[:, 1:], projections, hypotheses,
+                        stage_height, stage_width, warp_options),
+                    num_depths)
             logits = tf.cast(
                 self.cost_regularization[stage](cost, training=training),
                 tf.float32)  # [B, D, h, w]
@@ -501,6 +515,42 @@ class CascadeMVSNet(keras.Model):
             "confidence": stages[-1]["confidence"],
             "stages": stages,
         }
+
+    def _plane_sampler(self, src_features, projections, hypotheses, height,
+                       width, warp_options):
+        """`CostVolume.aggregate_planes`'s sampler: every source warped onto
+        the reference at one depth plane.
+
+        Args:
+            src_features: `[B, N, H, W, C]` the sources' stage features.
+            projections: `[B, V, 4, 4]` stage projection matrices, view 0 the
+                reference.
+            hypotheses: `[B, D, h, w]` the stage's depth hypotheses.
+            height, width: h and w, the reference grid (a window's when
+                tiled).
+            warp_options: `{"ref_offset": (y0, x0)}` for a window, else {}.
+
+        Returns:
+            `sample_plane(index) -> [B, N, h, w, C]`.
+        """
+        shape = tf.shape(src_features)
+        batch, num_sources = shape[0], shape[1]
+        channels = src_features.shape[-1]
+        folded = tf.reshape(src_features, tf.concat(
+            [[-1], shape[2:]], 0))  # [B*N, H, W, C]
+        src_projections = tf.reshape(projections[:, 1:], [-1, 4, 4])
+        ref_projections = tf.repeat(projections[:, 0], num_sources, axis=0)
+        sample = geometry.plane_sweep_sampler(
+            folded, src_projections, ref_projections, height, width,
+            self.warp_sampling, **warp_options)
+
+        def sample_plane(index):
+            depth = tf.repeat(hypotheses[:, index], num_sources,
+                              axis=0)  # [B*N, h, w]
+            return tf.reshape(sample(depth), tf.stack(
+                [batch, num_sources, height, width, channels]))
+
+        return sample_plane
 
     # === Tiled inference ===
     def predict_tiled(self, inputs, tiles):

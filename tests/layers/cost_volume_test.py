@@ -183,3 +183,36 @@ def test_accumulate_equals_call_forward_gradients_and_bn(
         np.testing.assert_allclose(stat_b, stat_a, rtol=1e-5, atol=1e-6)
     if training and aggregation == "adaptive":
         assert not np.allclose(stats_b[0], 0.0)  # the update happened
+
+
+@pytest.mark.parametrize("aggregation", cost_volume.AGGREGATIONS)
+def test_aggregate_planes_equals_accumulate(aggregation):
+    import tensorflow as tf
+
+    from keras_mvs import geometry
+
+    channels = 8
+    ref, src, projections, planes = _sweep_inputs(channels)
+    layer = cost_volume.CostVolume(aggregation, groups=4)
+    layer.build((None, None, None, channels), (None,) * 5 + (channels,))
+    _randomise(layer)
+
+    def warp(features, projection):
+        return geometry.homography_warp(features, projection,
+                                        projections[:, 0], planes)
+
+    def sample_plane(index):
+        return tf.stack([
+            geometry.homography_warp(src[:, v], projections[:, v + 1],
+                                     projections[:, 0],
+                                     tf.constant(planes)[:, index:index + 1]
+                                     )[:, 0]
+            for v in range(src.shape[1])], axis=1)  # [B, N, H, W, C]
+
+    looped = tf.function(lambda: layer.accumulate(
+        ref, src, projections[:, 1:], warp, planes.shape[1]))()
+    by_plane = tf.function(lambda: layer.aggregate_planes(
+        ref, sample_plane, planes.shape[1]))()
+    assert by_plane.shape == looped.shape
+    # The same operations on every element, in the same order.
+    np.testing.assert_allclose(by_plane, looped, rtol=1e-6, atol=1e-7)
