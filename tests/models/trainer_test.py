@@ -386,6 +386,39 @@ def test_sync_batchnorm_two_replicas_match_one_device_batch(tmp_path):
         assert difference < (1e-3 if trainable else 1e-5), name
 
 
+@pytest.mark.large
+def test_branchwise_gradients_two_replicas(tmp_path):
+    """The three-branch step under a 2-replica MirroredStrategy with SyncBN
+    (how the driver trains on several devices): on each replica the
+    branch-by-branch gradients equal one tape's, and `fit` takes a finite
+    step that moves the weights.
+
+    Measured: per-replica gradient difference 0, losses within 1e-7; the
+    worker traces the three-branch step four times (9.5 min at a 1-min
+    load of 11 on 2 cores).
+    """
+    out_path = tmp_path / "result.npz"
+    code, out = _finish(_run_worker(["mirrored_branchwise", str(out_path)]),
+                        3 * SUBPROCESS_TIMEOUT_S)
+    assert code == 0, out[-4000:]
+    result = np.load(out_path)
+    np.testing.assert_allclose(result["branchwise_losses"],
+                               result["one_tape_losses"], rtol=1e-5)
+    for replica in range(2):
+        grads = result["one_tape_grads"][replica]
+        difference = np.linalg.norm(
+            result["branchwise_grads"][replica] - grads) / np.linalg.norm(
+                grads)
+        print(f"replica {replica}: gradient difference {difference:.2e}")
+        assert np.linalg.norm(grads) > 0
+        assert difference < 1e-4
+    np.testing.assert_allclose(result["branchwise_moving"],
+                               result["one_tape_moving"], rtol=1e-5,
+                               atol=1e-6)
+    assert np.all(np.isfinite(result["fit_loss"]))
+    assert np.abs(result["fit_update"]).max() > 1e-6
+
+
 def test_multi_worker_ends_with_identical_weights(tmp_path):
     processes = []
     start = time.perf_counter()
