@@ -28,7 +28,11 @@ photometric loss, whose validity masks drop NaN pixels, can stay finite).
 
 Memory. With the contrastive branches the step takes its gradients branch by
 branch (`_branchwise_loss_and_grads`), so one branch's activations are held
-at a time instead of three; the update is the same as one tape's.
+at a time instead of three; the update is the same as one tape's. Inside a
+traced step on one device, the network's training pass is one traced
+function called by every branch (`_forward`) rather than three inlined
+copies of the network and its gradient: most of the three-branch step's
+resident memory was that graph (docs/memory.md).
 
 Randomness inside the step (masks) is stateless: the seed is derived from the
 constructor's seed, the optimizer's step counter and the replica id, so runs
@@ -172,6 +176,11 @@ class MVSTrainer(keras.Model):
             name: keras.metrics.Mean(name=name)
             for name in self._term_names()
         }
+        # The three branches' network passes in training, traced once
+        # (inside a traced step) instead of inlined three times.
+        self._training_forward = tf.function(
+            lambda inputs: self.network(inputs, training=True),
+            autograph=False)
         self._loss_and_grads = (
             tf.function(self._compute_loss_and_grads, jit_compile=True)
             if xla else self._compute_loss_and_grads)
@@ -184,6 +193,14 @@ class MVSTrainer(keras.Model):
     @property
     def metrics(self):
         return list(self._trackers.values())
+
+    def _forward(self, inputs, training):
+        # Not under a distribution strategy: one traced function would be
+        # shared by the replicas, each of which must read its own variables.
+        if (training and tf.inside_function()
+                and not tf.distribute.has_strategy()):
+            return self._training_forward(inputs)
+        return self.network(inputs, training=training)
 
     def train_step(self, batch):
         terms, grads = self._loss_and_grads(batch)
@@ -243,7 +260,7 @@ class MVSTrainer(keras.Model):
             return loss, extra, grads
 
         def regular():
-            outputs = self.network(network_inputs(batch), training=True)
+            outputs = self._forward(network_inputs(batch), True)
             terms, pseudo = self._regular_terms(batch, outputs)
             # As in `loss_terms`: a non-finite depth makes the loss NaN.
             finite = tf.reduce_all(tf.math.is_finite(outputs["depth"]))
@@ -277,7 +294,7 @@ class MVSTrainer(keras.Model):
             the current schedule values, and depth-error monitors when the
             batch carries ground truth (never used by the unsupervised loss).
         """
-        outputs = self.network(network_inputs(batch), training=training)
+        outputs = self._forward(network_inputs(batch), training)
         if self.objective == "supervised":
             terms = self._supervised_terms(batch, outputs)
         else:
@@ -356,8 +373,8 @@ class MVSTrainer(keras.Model):
             ramp_epochs=self.mask_ramp_epochs)
         images = contrastive.apply_source_masking(images, seed + 1, rate)
         images = contrastive.apply_reference_mask(images, filter_mask)
-        icc_outputs = self.network(
-            network_inputs(batch, images=images), training=training)
+        icc_outputs = self._forward(
+            network_inputs(batch, images=images), training)
         if self.objective == "unsupervised_unity":
             confident = tf.cast(
                 pseudo_confidence > self.confidence_threshold, tf.float32)
@@ -378,8 +395,8 @@ class MVSTrainer(keras.Model):
         """The scene-level branch (its own network pass): weighted loss and
         named terms."""
         pseudo_depth, pseudo_confidence = pseudo
-        scc_outputs = self.network(network_inputs(batch, prefix="scc_"),
-                                   training=training)
+        scc_outputs = self._forward(network_inputs(batch, prefix="scc_"),
+                                    training)
         if self.objective == "unsupervised_unity":
             confident = tf.cast(
                 pseudo_confidence > self.confidence_threshold, tf.float32)
