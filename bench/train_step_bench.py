@@ -2,6 +2,7 @@
 
     python -m bench.train_step_bench [--repeats N] [--height H --width W]
                                      [--torch-python PYTHON|none]
+                                     [--recompute]
 
 Each configuration runs in a fresh subprocess so that its peak resident memory
 (ru_maxrss) is its own. Reported: median seconds per optimizer step over the
@@ -73,7 +74,8 @@ def _batch(num_views, height, width, seed=0):
     return batch
 
 
-def run_one(index, mode, repeats, num_views, height, width):
+def run_one(index, mode, repeats, num_views, height, width,
+            recompute=False):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -85,7 +87,8 @@ def run_one(index, mode, repeats, num_views, height, width):
     batch = {k: tf.constant(v) for k, v in
              _batch(num_views, height, width).items()}
     network = models.CascadeMVSNet(aggregation=aggregation, head=head,
-                                   xla_warp=mode == "graph_xla_warp")
+                                   xla_warp=mode == "graph_xla_warp",
+                                   recompute_sources=recompute)
     trainer = trainer_lib.MVSTrainer(network, objective=objective,
                                      branches=branches, xla=mode == "xla")
     trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
@@ -126,12 +129,15 @@ def main(argv=None):
     parser.add_argument("--torch-python", default=None,
                         help="python with torch for the baseline ('none' "
                         "skips it)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="CascadeMVSNet(recompute_sources=True)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         index, mode = args.child.split(":")
         print(json.dumps(run_one(int(index), mode, args.repeats,
-                                 args.views, args.height, args.width)))
+                                 args.views, args.height, args.width,
+                                 args.recompute)))
         return
     rows = []
     python, torch_note = model_bench.torch_python(args.torch_python)
@@ -153,7 +159,8 @@ def main(argv=None):
                        "--child", f"{index}:{mode}",
                        "--repeats", str(args.repeats), "--views",
                        str(args.views), "--height", str(args.height),
-                       "--width", str(args.width)]
+                       "--width", str(args.width)] + (
+                           ["--recompute"] if args.recompute else [])
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)

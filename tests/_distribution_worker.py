@@ -5,6 +5,7 @@ initialises, so each check runs in a fresh process:
 
     python tests/_distribution_worker.py mirrored OBJECTIVE OUT.npz
     python tests/_distribution_worker.py mirrored_syncbn OUT.npz
+    python tests/_distribution_worker.py mirrored_branchwise OUT.npz
     python tests/_distribution_worker.py multiworker OUT_DIR   (TF_CONFIG set)
 
 `mirrored`: two logical CPU devices; the same initial weights are trained
@@ -20,6 +21,12 @@ differ). Writes the losses and the weights of both runs.
 `mirrored_syncbn`: the same two-replica `fit`, with SyncBN
 (`CascadeMVSNet(sync_batchnorm=True)`), against a plain single-device `fit`
 on the whole batch of 2, whose BatchNorm sees both samples as SyncBN should.
+
+`mirrored_branchwise`: the three-branch unsupervised step (SyncBN, as the
+driver trains with several replicas) under a 2-replica MirroredStrategy:
+each replica's loss, gradients and the moving statistics from the trainer's
+branch-by-branch gradients and from one tape over the three branches, then
+one `fit` step.
 
 `multiworker`: MultiWorkerMirroredStrategy from TF_CONFIG, `distributed_fit`
 for 3 supervised steps; the chief and the other worker write their weights
@@ -47,7 +54,7 @@ SYNC_BN_STEPS = 1
 SYNC_BN_HEAD = "regression"
 
 
-def _setup(objective, head=None, **network_kwargs):
+def _setup(objective, head=None, branches=("regular",), **network_kwargs):
     """Batch, network factory and trainer factory for an objective."""
     import keras
 
@@ -65,7 +72,7 @@ def _setup(objective, head=None, **network_kwargs):
         network = tiny.tiny_network(head=head, aggregation=aggregation,
                                     num_depths=(8, 8, 8), **network_kwargs)
         trainer = trainer_lib.MVSTrainer(network, objective=objective,
-                                         branches=("regular",))
+                                         branches=branches)
         # Plain SGD: Adam would hide a wrong loss scale (it is invariant to
         # the gradient's magnitude).
         optimizer = keras.optimizers.SGD(LEARNING_RATES[objective])
@@ -176,6 +183,62 @@ def mirrored_syncbn(out_path):
                                  for v in trainer.network.weights]))
 
 
+def mirrored_branchwise(out_path):
+    tf = _two_cpu_devices()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    batch, make_trainer = _setup("unsupervised",
+                                 branches=("regular", "icc", "scc"),
+                                 sync_batchnorm=True)
+    batch["icc_images"] = batch["images"]
+    for key in ("images", "intrinsics", "cam_from_world"):
+        batch["scc_" + key] = batch[key][:, ::-1]
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        trainer = make_trainer()
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    replica_batch = next(iter(strategy.experimental_distribute_dataset(
+        dataset)))
+    variables = trainer.network.trainable_variables
+    moving = trainer.network.non_trainable_variables
+
+    def one_tape(batch):
+        with tf.GradientTape() as tape:
+            terms = trainer.loss_terms(batch, training=True)
+            scaled = trainer.optimizer.scale_loss(
+                terms["loss"] / strategy.num_replicas_in_sync)
+        return terms["loss"], tape.gradient(scaled, variables)
+
+    def branchwise(batch):
+        terms, grads = trainer._compute_loss_and_grads(batch)
+        return terms["loss"], grads
+
+    start = [v.numpy() for v in moving]
+    results = {}
+    for name, fn in (("one_tape", one_tape), ("branchwise", branchwise)):
+        for variable, value in zip(moving, start):
+            variable.assign(value)
+        loss, grads = tf.function(
+            lambda b, fn=fn: strategy.run(fn, args=(b,)))(replica_batch)
+        results[name + "_losses"] = np.array(
+            [float(x) for x in strategy.experimental_local_results(loss)])
+        results[name + "_grads"] = np.stack([
+            np.concatenate([
+                strategy.experimental_local_results(g)[replica].numpy()
+                .ravel() for g in grads])
+            for replica in range(2)])
+        results[name + "_moving"] = np.concatenate(
+            [v.numpy().ravel() for v in moving])
+    for variable, value in zip(moving, start):
+        variable.assign(value)
+    before = np.concatenate([v.numpy().ravel() for v in variables])
+    history = trainer.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)
+    after = np.concatenate([v.numpy().ravel() for v in variables])
+    np.savez(out_path, fit_loss=np.array(history.history["loss"]),
+             fit_update=after - before, **results)
+
+
 def multiworker(out_dir):
     import tensorflow as tf
 
@@ -213,6 +276,8 @@ if __name__ == "__main__":
         mirrored(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "mirrored_syncbn":
         mirrored_syncbn(sys.argv[2])
+    elif sys.argv[1] == "mirrored_branchwise":
+        mirrored_branchwise(sys.argv[2])
     elif sys.argv[1] == "multiworker":
         multiworker(sys.argv[2])
     else:

@@ -26,6 +26,14 @@ the gradients of that step, so the weights stay finite for the callback that
 stops the run. A non-finite final depth counts as a non-finite loss (the
 photometric loss, whose validity masks drop NaN pixels, can stay finite).
 
+Memory. With the contrastive branches the step takes its gradients branch by
+branch (`_branchwise_loss_and_grads`), so one branch's activations are held
+at a time instead of three; the update is the same as one tape's. Inside a
+traced step on one device, the network's training pass is one traced
+function called by every branch (`_forward`) rather than three inlined
+copies of the network and its gradient: most of the three-branch step's
+resident memory was that graph (docs/memory.md).
+
 Randomness inside the step (masks) is stateless: the seed is derived from the
 constructor's seed, the optimizer's step counter and the replica id, so runs
 reproduce and XLA keeps the seeds.
@@ -168,6 +176,11 @@ class MVSTrainer(keras.Model):
             name: keras.metrics.Mean(name=name)
             for name in self._term_names()
         }
+        # The three branches' network passes in training, traced once
+        # (inside a traced step) instead of inlined three times.
+        self._training_forward = tf.function(
+            lambda inputs: self.network(inputs, training=True),
+            autograph=False)
         self._loss_and_grads = (
             tf.function(self._compute_loss_and_grads, jit_compile=True)
             if xla else self._compute_loss_and_grads)
@@ -180,6 +193,14 @@ class MVSTrainer(keras.Model):
     @property
     def metrics(self):
         return list(self._trackers.values())
+
+    def _forward(self, inputs, training):
+        # Not under a distribution strategy: one traced function would be
+        # shared by the replicas, each of which must read its own variables.
+        if (training and tf.inside_function()
+                and not tf.distribute.has_strategy()):
+            return self._training_forward(inputs)
+        return self.network(inputs, training=training)
 
     def train_step(self, batch):
         terms, grads = self._loss_and_grads(batch)
@@ -197,6 +218,8 @@ class MVSTrainer(keras.Model):
         return {name: self._trackers[name].result() for name in terms}
 
     def _compute_loss_and_grads(self, batch):
+        if self.objective != "supervised" and len(self.branches) > 1:
+            return self._branchwise_loss_and_grads(batch)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
@@ -205,6 +228,59 @@ class MVSTrainer(keras.Model):
             # Global mean: the optimizer sums gradients over replicas.
             scaled = self.optimizer.scale_loss(loss / replicas)
         grads = tape.gradient(scaled, variables)
+        finite = tf.math.is_finite(loss)
+        grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+        return terms, grads
+
+    def _branchwise_loss_and_grads(self, batch):
+        """The step's loss terms and gradients, one branch at a time.
+
+        The contrastive branches see the regular branch only through its
+        detached pseudo-labels, so the gradient of the summed loss is the
+        sum of one gradient per branch, each needing only that branch's
+        activations. Each branch runs forward and backward before the next
+        starts (in graph mode a control dependency on the gradients so far
+        orders them), so one branch's activations are alive at a time
+        instead of three. Same terms, gradients and BatchNorm updates (in
+        the same branch order) as one tape over the three branches, up to
+        float round-off (tests/models/trainer_test.py).
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.network.trainable_variables
+
+        def gradients(branch_loss, after):
+            with tf.control_dependencies(after):
+                with tf.GradientTape() as tape:
+                    loss, extra = branch_loss()
+                    # Global mean: the optimizer sums gradients over replicas.
+                    scaled = self.optimizer.scale_loss(loss / replicas)
+                grads = tape.gradient(scaled, variables)
+            grads = [tf.zeros_like(v) if g is None else g
+                     for g, v in zip(grads, variables)]
+            return loss, extra, grads
+
+        def regular():
+            outputs = self._forward(network_inputs(batch), True)
+            terms, pseudo = self._regular_terms(batch, outputs)
+            # As in `loss_terms`: a non-finite depth makes the loss NaN.
+            finite = tf.reduce_all(tf.math.is_finite(outputs["depth"]))
+            loss = tf.where(finite, terms["loss"], float("nan"))
+            return loss, (terms, pseudo, outputs["depth"])
+
+        loss, (terms, pseudo, depth), grads = gradients(regular, [])
+        for branch, branch_terms in (("icc", self._icc_terms),
+                                     ("scc", self._scc_terms)):
+            if branch not in self.branches:
+                continue
+            part, part_terms, part_grads = gradients(
+                lambda branch_terms=branch_terms: branch_terms(
+                    batch, pseudo, True), grads)
+            loss += part
+            terms.update(part_terms)
+            grads = [a + b for a, b in zip(grads, part_grads)]
+        terms["loss"] = loss
+        if "depth" in batch:
+            terms.update(self._depth_monitors(batch, {"depth": depth}))
         finite = tf.math.is_finite(loss)
         grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
         return terms, grads
@@ -218,7 +294,7 @@ class MVSTrainer(keras.Model):
             the current schedule values, and depth-error monitors when the
             batch carries ground truth (never used by the unsupervised loss).
         """
-        outputs = self.network(network_inputs(batch), training=training)
+        outputs = self._forward(network_inputs(batch), training)
         if self.objective == "supervised":
             terms = self._supervised_terms(batch, outputs)
         else:
@@ -241,9 +317,27 @@ class MVSTrainer(keras.Model):
         return {"loss": result["total"], "supervised": result["total"]}
 
     def _unsupervised_terms(self, batch, outputs, training):
-        unity = self.objective == "unsupervised_unity"
+        terms, pseudo = self._regular_terms(batch, outputs)
+        loss = terms["loss"]
+        for branch, branch_terms in (("icc", self._icc_terms),
+                                     ("scc", self._scc_terms)):
+            if branch in self.branches:
+                part, part_terms = branch_terms(batch, pseudo, training)
+                loss += part
+                terms.update(part_terms)
+        terms["loss"] = loss
+        return terms
+
+    def _regular_terms(self, batch, outputs):
+        """The regular branch's photometric loss and its pseudo-labels.
+
+        Returns:
+            `(terms, pseudo)`: the named photometric terms, with `"loss"`
+            their total, and the detached `(depth, confidence)` `[B, H, W]`
+            the contrastive branches are pulled towards.
+        """
         stages = outputs["stages"]
-        if unity:
+        if self.objective == "unsupervised_unity":
             # Photometric losses need a differentiable depth: the softmax
             # expectation over the same logits the unity head reads.
             stages = [self._soft_stage(stage) for stage in stages]
@@ -258,58 +352,63 @@ class MVSTrainer(keras.Model):
             batch["intrinsics"], batch["cam_from_world"],
             stage_weights=self.stage_weights, view_min=self.view_min,
             reference_quirks=self.reference_quirks)
-        loss = photo["total"]
-        terms = {"photometric": photo["total"]}
+        terms = {"loss": photo["total"], "photometric": photo["total"]}
         for part in ("reconstruction", "ssim", "smoothness"):
             if part in photo:
                 terms[part] = photo[part]
+        return terms, (pseudo_depth, pseudo_confidence)
 
+    def _icc_terms(self, batch, pseudo, training):
+        """The image-level branch (its own network pass): weighted loss and
+        named terms."""
+        pseudo_depth, pseudo_confidence = pseudo
         epoch = self._epoch()
         seed = self._step_seed()
-        confident = tf.cast(
-            pseudo_confidence > self.confidence_threshold, tf.float32)
-        if "icc" in self.branches:
-            images = batch.get("icc_images", batch["images"])
-            shape = tf.shape(images)
-            filter_mask = contrastive.reference_rectangle_mask(
-                seed, shape[0], shape[2], shape[3])
-            rate = schedules.source_mask_rate(
-                epoch, max_rate=self.max_source_mask_rate,
-                ramp_epochs=self.mask_ramp_epochs)
-            images = contrastive.apply_source_masking(images, seed + 1, rate)
-            images = contrastive.apply_reference_mask(images, filter_mask)
-            icc_outputs = self.network(
-                network_inputs(batch, images=images), training=training)
-            if unity:
-                icc = contrastive.pseudo_unity_loss(
-                    icc_outputs["stages"], pseudo_depth,
-                    filter_mask * confident,
-                    stage_weights=self.stage_weights)
-            else:
-                icc = contrastive.icc_consistency_loss(
-                    icc_outputs["stages"], pseudo_depth, filter_mask,
-                    stage_weights=self.stage_weights)
-            weight = tf.minimum(schedules.icc_weight(epoch),
-                                self.max_icc_weight)
-            loss += weight * icc["total"]
-            terms.update(icc=icc["total"], icc_weight=weight,
-                         mask_rate=tf.cast(rate, tf.float32))
-        if "scc" in self.branches:
-            scc_outputs = self.network(network_inputs(batch, prefix="scc_"),
-                                       training=training)
-            if unity:
-                scc = contrastive.pseudo_unity_loss(
-                    scc_outputs["stages"], pseudo_depth, confident,
-                    stage_weights=self.stage_weights)
-            else:
-                scc = contrastive.scc_consistency_loss(
-                    scc_outputs["stages"], pseudo_depth, pseudo_confidence,
-                    threshold=self.confidence_threshold,
-                    stage_weights=self.stage_weights)
-            loss += self.scc_weight * scc["total"]
-            terms["scc"] = scc["total"]
-        terms["loss"] = loss
-        return terms
+        images = batch.get("icc_images", batch["images"])
+        shape = tf.shape(images)
+        filter_mask = contrastive.reference_rectangle_mask(
+            seed, shape[0], shape[2], shape[3])
+        rate = schedules.source_mask_rate(
+            epoch, max_rate=self.max_source_mask_rate,
+            ramp_epochs=self.mask_ramp_epochs)
+        images = contrastive.apply_source_masking(images, seed + 1, rate)
+        images = contrastive.apply_reference_mask(images, filter_mask)
+        icc_outputs = self._forward(
+            network_inputs(batch, images=images), training)
+        if self.objective == "unsupervised_unity":
+            confident = tf.cast(
+                pseudo_confidence > self.confidence_threshold, tf.float32)
+            icc = contrastive.pseudo_unity_loss(
+                icc_outputs["stages"], pseudo_depth,
+                filter_mask * confident,
+                stage_weights=self.stage_weights)
+        else:
+            icc = contrastive.icc_consistency_loss(
+                icc_outputs["stages"], pseudo_depth, filter_mask,
+                stage_weights=self.stage_weights)
+        weight = tf.minimum(schedules.icc_weight(epoch), self.max_icc_weight)
+        return weight * icc["total"], {
+            "icc": icc["total"], "icc_weight": weight,
+            "mask_rate": tf.cast(rate, tf.float32)}
+
+    def _scc_terms(self, batch, pseudo, training):
+        """The scene-level branch (its own network pass): weighted loss and
+        named terms."""
+        pseudo_depth, pseudo_confidence = pseudo
+        scc_outputs = self._forward(network_inputs(batch, prefix="scc_"),
+                                    training)
+        if self.objective == "unsupervised_unity":
+            confident = tf.cast(
+                pseudo_confidence > self.confidence_threshold, tf.float32)
+            scc = contrastive.pseudo_unity_loss(
+                scc_outputs["stages"], pseudo_depth, confident,
+                stage_weights=self.stage_weights)
+        else:
+            scc = contrastive.scc_consistency_loss(
+                scc_outputs["stages"], pseudo_depth, pseudo_confidence,
+                threshold=self.confidence_threshold,
+                stage_weights=self.stage_weights)
+        return self.scc_weight * scc["total"], {"scc": scc["total"]}
 
     @staticmethod
     def _soft_stage(stage):

@@ -88,6 +88,7 @@ def build_network(config: ml_collections.ConfigDict,
         warp_sampling=model.warp_sampling,
         xla_warp=model.xla_warp,
         sync_batchnorm=model.sync_batchnorm and num_replicas > 1,
+        recompute_sources=model.recompute_sources,
     )
 
 
