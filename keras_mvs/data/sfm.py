@@ -412,7 +412,8 @@ def _map(database: pathlib.Path, features_database: pathlib.Path,
     import pycolmap
 
     num_images = len(image_ids)
-    best, attempts = None, 0
+    best, best_attempt, attempts = None, None, 0
+    best_database = mapping_dir / "best.db"
     if options.mapper in ("auto", "incremental"):
         for attempt in range(options.mapping_attempts):
             start = time.perf_counter()
@@ -436,9 +437,16 @@ def _map(database: pathlib.Path, features_database: pathlib.Path,
             model = _best_model(models)
             if model is not None and (best is None
                                       or _size(model) > _size(best)):
-                best = model
+                best, best_attempt = model, attempt
             if best is not None and best.num_reg_images() == num_images:
                 break
+            if (best_attempt == attempt
+                    and attempt + 1 < options.mapping_attempts):
+                shutil.copyfile(database, best_database)
+        if best_attempt is not None and best_attempt != attempts - 1:
+            # database.db holds the matches of the kept model (and the
+            # global mapper, if it runs, maps those).
+            shutil.copyfile(best_database, database)
     if options.mapper == "incremental" or (
             options.mapper == "auto" and best is not None
             and best.num_reg_images() == num_images):

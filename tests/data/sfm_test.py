@@ -306,7 +306,8 @@ def _fake_mapping(monkeypatch, incremental_sizes, global_model):
     monkeypatch.setattr(sfm, "_match", match)
     monkeypatch.setattr(pycolmap, "incremental_mapping", incremental)
     monkeypatch.setattr(pycolmap, "global_mapping", global_mapping)
-    monkeypatch.setattr(sfm.shutil, "copyfile", lambda *args: None)
+    monkeypatch.setattr(sfm.shutil, "copyfile", lambda source, target: (
+        calls.append(("copy", f"{source.name} -> {target.name}"))))
     return calls
 
 
@@ -327,9 +328,12 @@ def test_mapping_retries_with_new_matches_until_all_register(
     assert (model.num_reg_images(), mapper, attempts) == (16, "incremental",
                                                           2)
     assert disagreement is None
-    # The second attempt draws the matches again with the next seed; the
+    # The second attempt draws the matches again with the next seed (the
+    # first attempt's matches are kept aside while it is the best); the
     # global mapper is not needed.
-    assert calls == [("incremental", 7), ("match", 8), ("incremental", 8)]
+    assert calls == [("incremental", 7), ("copy", "database.db -> best.db"),
+                     ("copy", "features.db -> database.db"), ("match", 8),
+                     ("incremental", 8)]
     assert lines[0].startswith("mapping (incremental, attempt 1 of at most "
                                "3): 1 model(s) of 10 images")
 
@@ -345,6 +349,9 @@ def test_global_model_kept_only_when_it_agrees(monkeypatch, tmp_path):
     assert (model.num_reg_images(), mapper, attempts) == (16, "global", 3)
     assert disagreement == pytest.approx(0, abs=1e-9)
     assert [c[0] for c in calls].count("global") == 1
+    # The first attempt stayed the best (12 images): its matches go back
+    # into database.db before the global mapper runs on them.
+    assert calls[-2:] == [("copy", "best.db -> database.db"), ("global", 7)]
 
     # A folded global model (half the ring mirrored): the incremental
     # model with 12 images stays, with a warning.
