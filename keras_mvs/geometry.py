@@ -298,6 +298,12 @@ def reproject(
     return project(points_src, src_intrinsics)
 
 
+def _matrix_dtype(features: tf.Tensor) -> tf.DType:
+    """The warp's geometry dtype: float64 for float64 features, else
+    float32 (half-precision features are warped with float32 geometry)."""
+    return tf.float64 if features.dtype == tf.float64 else tf.float32
+
+
 def plane_sweep_sampler(
     src_features: TensorLike,
     src_proj: TensorLike,
@@ -332,8 +338,7 @@ def plane_sweep_sampler(
         raise ValueError(f"`sampling` must be one of {WARP_SAMPLINGS}. "
                          f"Received: sampling={sampling!r}")
     src_features = _float(src_features)
-    matrix_dtype = (tf.float64 if src_features.dtype == tf.float64
-                    else tf.float32)
+    matrix_dtype = _matrix_dtype(src_features)
     src_proj = _float(src_proj, matrix_dtype)
     ref_proj = _float(ref_proj, matrix_dtype)
     shape = tf.shape(src_features)
@@ -431,13 +436,10 @@ def homography_warp(
         >>> P = projection_matrices(K[None], E[None])
         >>> volume = homography_warp(features, P, P, tf.constant([[1.0, 2.0]]))
     """
-    if sampling not in WARP_SAMPLINGS:
-        raise ValueError(f"`sampling` must be one of {WARP_SAMPLINGS}. "
-                         f"Received: sampling={sampling!r}")
+    # plane_sweep_sampler checks `sampling`, before any sampling is done.
     src_features = _float(src_features)
-    matrix_dtype = (tf.float64 if src_features.dtype == tf.float64
-                    else tf.float32)
-    depth_hypotheses = _float(depth_hypotheses, matrix_dtype)
+    depth_hypotheses = _float(depth_hypotheses,
+                              _matrix_dtype(src_features))
     shape = tf.shape(src_features)
     batch, height, width = shape[0], shape[1], shape[2]
     if ref_offset is not None:
