@@ -231,8 +231,6 @@ def run(args: argparse.Namespace,
     layout.remove_results(previous)
 
     sfm_record, adapted = None, {}
-    config = driver.filter_from_flags(args.filter, args.conf,
-                                      args.min_consistent_views)
     try:
         if args.scene:
             scene = scenes.open_scene(pathlib.Path(args.scene), args.images,
@@ -261,10 +259,11 @@ def run(args: argparse.Namespace,
     except (FileNotFoundError, ValueError) as error:
         _error(error)
         return 2, []
+    name = (driver.auto_filter(predictor) if args.filter == "auto"
+            else args.filter)
+    config = driver.filter_from_flags(name, args.conf,
+                                      args.min_consistent_views)
     if args.filter == "auto":
-        name = driver.auto_filter(predictor)
-        config = driver.filter_from_flags(name, args.conf,
-                                          args.min_consistent_views)
         print(f"filter: {name} ({_describe_filter(config)}) for the "
               f"{driver.model_head(predictor) or 'unknown'} head")
     if sfm_record is not None and args.min_consistent_views is None:
