@@ -70,14 +70,20 @@ def test_unreadable_photo(tiny_model, tmp_path, capsys):
     assert not (out / "summary.json").exists()
 
 
-def test_bad_sfm_option(tiny_model, tmp_path, capsys):
+def _sfm_flag_error(tiny_model, tmp_path, capsys, *flags) -> str:
+    """Runs the command on an empty photo folder with the --sfm-* `flags`:
+    it must stop with status 2 before SfM; returns the error line."""
     photos = tmp_path / "photos"
     photos.mkdir()
     status = cli.main(["--images", str(photos), "--model", str(tiny_model),
-                       "--out", str(tmp_path / "out"),
-                       "--sfm-init-pair", "a.png"])
+                       "--out", str(tmp_path / "out"), *flags])
     assert status == 2
-    assert "--sfm-init-pair" in _error_line(capsys)
+    return _error_line(capsys)
+
+
+def test_bad_sfm_option(tiny_model, tmp_path, capsys):
+    assert "--sfm-init-pair" in _sfm_flag_error(
+        tiny_model, tmp_path, capsys, "--sfm-init-pair", "a.png")
 
 
 def test_fit_filter_to_pairs_lowers_the_consistent_views():
@@ -148,14 +154,9 @@ def test_malformed_camera_params(tiny_model, tmp_path, capsys, value):
 
 
 def test_camera_params_must_fit_the_model(tiny_model, tmp_path, capsys):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    status = cli.main(["--images", str(photos), "--model", str(tiny_model),
-                       "--out", str(tmp_path / "out"),
-                       "--sfm-camera-params", "3310,3300,317,200"])
-    assert status == 2
     assert ("4 values do not fit --sfm-camera-model SIMPLE_PINHOLE"
-            in _error_line(capsys))
+            in _sfm_flag_error(tiny_model, tmp_path, capsys,
+                               "--sfm-camera-params", "3310,3300,317,200"))
 
 
 def test_camera_params_reach_the_sfm_options():
