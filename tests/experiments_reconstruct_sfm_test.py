@@ -159,6 +159,27 @@ def test_camera_params_must_fit_the_model(tiny_model, tmp_path, capsys):
                                "--sfm-camera-params", "3310,3300,317,200"))
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"matcher": "vocab"}, "--sfm-matcher: expected one of"),
+    ({"mapper": "hierarchical"}, "--sfm-mapper: expected one of"),
+    ({"camera_model": "FOV"}, "--sfm-camera-model: expected one of"),
+    ({"max_features": 50}, "--sfm-max-features: expected at least 100; "
+     "received 50"),
+    ({"mapping_attempts": 0}, "--sfm-mapping-attempts: expected at least 1"),
+    ({"init_pair": "a.png,a.png"}, "--sfm-init-pair: expected two "
+     "different image names"),
+    ({"camera_model": "PINHOLE", "camera_params": (1.0, 2.0, 3.0)},
+     "--sfm-camera-params: 3 values do not fit --sfm-camera-model PINHOLE"),
+])
+def test_sfm_option_errors_name_the_flags(options, message):
+    from keras_mvs.reconstruct import scenes
+
+    with pytest.raises(ValueError) as error:
+        scenes.sfm_options(**options)
+    assert str(error.value).startswith(message)
+    assert "SfmOptions" not in str(error.value)
+
+
 def test_camera_params_reach_the_sfm_options():
     from keras_mvs.reconstruct import scenes
 

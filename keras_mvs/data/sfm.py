@@ -171,31 +171,56 @@ class SfmOptions:
         for name, allowed in (("matcher", MATCHERS), ("mapper", MAPPERS),
                               ("camera_model", CAMERA_MODELS)):
             if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"SfmOptions.{name}: expected one of {allowed}; "
-                    f"received {getattr(self, name)!r}")
+                raise SfmOptionError(
+                    name, "{%s}: expected one of %s; received %r"
+                    % (name, allowed, getattr(self, name)))
         if self.max_num_features < 100:
-            raise ValueError(
-                "SfmOptions.max_num_features: expected at least 100; "
-                f"received {self.max_num_features}")
+            raise SfmOptionError(
+                "max_num_features", "{max_num_features}: expected at least "
+                f"100; received {self.max_num_features}")
         if self.mapping_attempts < 1:
-            raise ValueError(
-                "SfmOptions.mapping_attempts: expected at least 1; "
-                f"received {self.mapping_attempts}")
+            raise SfmOptionError(
+                "mapping_attempts", "{mapping_attempts}: expected at least "
+                f"1; received {self.mapping_attempts}")
         wanted = CAMERA_PARAMS.get(self.camera_model)
         if self.camera_params is not None and (
                 wanted is None or len(self.camera_params) != wanted[0]):
-            raise ValueError(
-                f"SfmOptions.camera_params: {len(self.camera_params)} values "
-                f"do not fit camera_model {self.camera_model}; expected "
+            raise SfmOptionError(
+                "camera_params",
+                f"{{camera_params}}: {len(self.camera_params)} values do not "
+                f"fit {{camera_model}} {self.camera_model}; expected "
                 + "; ".join(f"{count} ({names}) with {model}"
                             for model, (count, names)
                             in CAMERA_PARAMS.items()))
         if (self.init_image_names is not None
                 and len(set(self.init_image_names)) != 2):
-            raise ValueError(
-                "SfmOptions.init_image_names: expected two different image "
-                f"names; received {self.init_image_names!r}")
+            raise SfmOptionError(
+                "init_image_names", "{init_image_names}: expected two "
+                f"different image names; received {self.init_image_names!r}")
+
+
+class SfmOptionError(ValueError):
+    """An invalid `SfmOptions` field.
+
+    `field` is the field at fault. The message is a template in which every
+    field it names appears as `{field}`; `str(error)` spells them
+    `SfmOptions.field`, `describe(names)` as `names[field]` (the command
+    line's flags), so a front end words the error in its own terms.
+    """
+
+    def __init__(self, field: str, template: str):
+        self.field = field
+        self.template = template
+        super().__init__(self.describe(_FieldNames()))
+
+    def describe(self, names) -> str:
+        """The message with each field named by `names[field]`."""
+        return self.template.format_map(names)
+
+
+class _FieldNames(dict):
+    def __missing__(self, field):
+        return f"SfmOptions.{field}"
 
 
 @dataclasses.dataclass

@@ -92,18 +92,17 @@ def sfm_options(matcher: str = "auto", mapper: str = "auto",
             matcher=matcher, mapper=mapper, camera_model=camera_model,
             max_num_features=max_features, init_image_names=init,
             camera_params=camera_params, mapping_attempts=mapping_attempts)
-    except ValueError as error:
-        message = str(error)
-        for field, flag in _SFM_FLAGS.items():
-            message = message.replace(field, flag)
-        raise ValueError(message) from None
+    except sfm.SfmOptionError as error:
+        raise ValueError(error.describe(_SFM_FLAGS)) from None
 
 
-# SfmOptions fields as the --sfm-* flags name them in error messages.
-_SFM_FLAGS = {"SfmOptions.camera_params:": "--sfm-camera-params:",
-              "SfmOptions.camera_model:": "--sfm-camera-model:",
-              "camera_model ": "--sfm-camera-model ",
-              "SfmOptions.mapping_attempts:": "--sfm-mapping-attempts:"}
+# The --sfm-* flag of each SfmOptions field this function sets.
+_SFM_FLAGS = {"matcher": "--sfm-matcher", "mapper": "--sfm-mapper",
+              "camera_model": "--sfm-camera-model",
+              "camera_params": "--sfm-camera-params",
+              "max_num_features": "--sfm-max-features",
+              "init_image_names": "--sfm-init-pair",
+              "mapping_attempts": "--sfm-mapping-attempts"}
 
 
 def scene_from_photos(

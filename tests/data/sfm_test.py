@@ -77,12 +77,22 @@ def test_options_are_checked():
                        "least 1; received 0"):
         sfm.SfmOptions(mapping_attempts=0)
     with pytest.raises(ValueError, match="camera_params: 4 values do not "
-                       "fit camera_model SIMPLE_PINHOLE; expected 3"):
+                       "fit SfmOptions.camera_model SIMPLE_PINHOLE; "
+                       "expected 3"):
         sfm.SfmOptions(camera_params=(3310.0, 3325.0, 317.0, 201.0))
     with pytest.raises(ValueError, match="camera_params: 3 values do not "
-                       "fit camera_model OPENCV"):
+                       "fit SfmOptions.camera_model OPENCV"):
         sfm.SfmOptions(camera_model="OPENCV",
                        camera_params=(3310.0, 317.0, 201.0))
+
+
+def test_option_errors_name_the_fields_as_asked():
+    with pytest.raises(sfm.SfmOptionError) as error:
+        sfm.SfmOptions(camera_params=(1.0, 2.0))
+    assert error.value.field == "camera_params"
+    assert error.value.describe({"camera_params": "--params",
+                                 "camera_model": "--model"}).startswith(
+        "--params: 2 values do not fit --model SIMPLE_PINHOLE; expected 3")
 
 
 def test_similarity_fit_recovers_a_similarity():
