@@ -92,12 +92,18 @@ class BatchNorm(keras.layers.BatchNormalization):
             x, tf.concat([[-1, num_groups], shape[1:]], 0))  # [B, G, ..., C]
         rank = len(inputs.shape) + 1
         axes = [0] + list(range(2, rank - 1))
-        # Values per group and channel, over all replicas when synchronized.
-        count = self._sum(tf.cast(tf.reduce_prod(tf.shape(grouped)) // (
-            tf.shape(grouped)[1] * tf.shape(grouped)[-1]), tf.float32))
         # Two passes (mean, then squared deviations), as PyTorch computes
-        # them: E[x^2] - E[x]^2 loses digits in float32.
-        mean = self._sum(grouped, axes) / count  # [G, C]
+        # them: E[x^2] - E[x]^2 loses digits in float32. The first pass
+        # carries the values per group and channel as an extra channel, so
+        # synchronized replicas add sums and counts in one collective.
+        local_count = tf.cast(tf.reduce_prod(tf.shape(grouped)) // (
+            tf.shape(grouped)[1] * tf.shape(grouped)[-1]), tf.float32)
+        totals = self._sum(tf.concat(
+            [tf.reduce_sum(grouped, axis=axes),
+             tf.fill(tf.stack([tf.shape(grouped)[1], 1]), local_count)],
+            -1))  # [G, C + 1]
+        count = totals[0, -1]  # over all replicas when synchronized
+        mean = totals[:, :-1] / count  # [G, C]
         stats_shape = tf.concat(
             [[1, num_groups], tf.ones([rank - 3], tf.int32), [-1]], 0)
         centred = grouped - tf.reshape(mean, stats_shape)
