@@ -445,14 +445,8 @@ def homography_warp(
     if ref_offset is not None:
         height = tf.shape(depth_hypotheses)[2]
         width = tf.shape(depth_hypotheses)[3]
-    # [B, D] and [B, D, H, W] alike, without relying on the static rank
-    # (a relaxed retrace, e.g. under XLA with reduce_retracing, may lose it).
     num_depths = tf.shape(depth_hypotheses)[1]
-    depth_hypotheses = tf.reshape(
-        tf.broadcast_to(
-            tf.reshape(depth_hypotheses, tf.stack([batch, num_depths, -1])),
-            tf.stack([batch, num_depths, height * width])),
-        tf.stack([batch, num_depths, height, width]))  # [B, D, H, W]
+    depth_hypotheses = _per_pixel(depth_hypotheses, batch, height, width)
     sample = plane_sweep_sampler(src_features, src_proj, ref_proj, height,
                                  width, sampling, ref_offset)
 
@@ -471,6 +465,76 @@ def homography_warp(
                               (tf.constant(0), planes),
                               parallel_iterations=1)
     return tf.transpose(planes.stack(), [1, 0, 2, 3, 4])  # [B, D, H, W, C]
+
+
+def homography_warp_vjp(
+    src_features: TensorLike,
+    upstream: TensorLike,
+    src_proj: TensorLike,
+    ref_proj: TensorLike,
+    depth_hypotheses: TensorLike,
+    sampling: str = "exact",
+    ref_offset: Optional[TensorLike] = None,
+) -> tf.Tensor:
+    """The gradient of `homography_warp` with respect to the source features.
+
+    `upstream` is the gradient reaching the warped volume; the result is
+    what `tf.GradientTape` gives for `src_features` through
+    `homography_warp(src_features, src_proj, ref_proj, depth_hypotheses,
+    sampling, ref_offset=ref_offset)` (the warp has no other gradient),
+    computed one depth plane at a time and summed over the planes, so only
+    one plane's sampler intermediates exist at once. Compiled with XLA, the
+    gradient taken through the whole compiled warp instead keeps several
+    volume-sized intermediates of the forward pass (the `xla_warp` of
+    `CascadeMVSNet` uses this function as its gradient).
+
+    Args:
+        src_features: `[B, H, W, C]`.
+        upstream: `[B, D, h, w, C]`, the warped volume's gradient.
+        src_proj, ref_proj, depth_hypotheses, sampling, ref_offset: as for
+            `homography_warp`.
+
+    Returns:
+        `[B, H, W, C]`, the dtype of `src_features`.
+    """
+    src_features = _float(src_features)
+    upstream = tf.cast(upstream, src_features.dtype)
+    depth_hypotheses = _float(depth_hypotheses,
+                              _matrix_dtype(src_features))
+    shape = tf.shape(src_features)
+    batch, height, width = shape[0], shape[1], shape[2]
+    if ref_offset is not None:
+        height = tf.shape(depth_hypotheses)[2]
+        width = tf.shape(depth_hypotheses)[3]
+    num_depths = tf.shape(depth_hypotheses)[1]
+    depth_hypotheses = _per_pixel(depth_hypotheses, batch, height, width)
+
+    def body(index, total):
+        with tf.GradientTape() as tape:
+            tape.watch(src_features)
+            plane = plane_sweep_sampler(
+                src_features, src_proj, ref_proj, height, width, sampling,
+                ref_offset)(depth_hypotheses[:, index])  # [B, h, w, C]
+        return index + 1, total + tape.gradient(
+            plane, src_features, output_gradients=upstream[:, index])
+
+    _, gradient = tf.while_loop(
+        lambda index, _: index < num_depths, body,
+        (tf.constant(0), tf.zeros_like(src_features)),
+        parallel_iterations=1)
+    return gradient
+
+
+def _per_pixel(depth_hypotheses, batch, height, width) -> tf.Tensor:
+    """`[B, D]` or `[B, D, H, W]` hypotheses as `[B, D, H, W]`, without
+    relying on the static rank (a relaxed retrace, e.g. under XLA with
+    reduce_retracing, may lose it)."""
+    num_depths = tf.shape(depth_hypotheses)[1]
+    return tf.reshape(
+        tf.broadcast_to(
+            tf.reshape(depth_hypotheses, tf.stack([batch, num_depths, -1])),
+            tf.stack([batch, num_depths, height * width])),
+        tf.stack([batch, num_depths, height, width]))
 
 
 def initial_depth_hypotheses(

@@ -323,3 +323,61 @@ def test_plane_by_plane_warp_equals_batched(sampling, per_pixel):
     (batched, grad_a), (looped, grad_b) = loss(False), loss(True)
     np.testing.assert_allclose(looped, batched, atol=1e-5)
     np.testing.assert_allclose(grad_b, grad_a, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampling", geometry.WARP_SAMPLINGS)
+@pytest.mark.parametrize("hypotheses", ["planes", "per_pixel", "window"])
+def test_warp_vjp_is_the_warps_gradient(sampling, hypotheses):
+    rng = np.random.default_rng(1)
+    src = tf.constant(rng.normal(size=(2, 24, 30, 4)).astype(np.float32))
+    ref_proj = np.tile(np.eye(4), (2, 1, 1))
+    ref_proj[:, :3, :3] = [[25.0, 0, 15], [0, 25.0, 12], [0, 0, 1]]
+    src_proj = ref_proj.copy()
+    src_proj[:, 0, 3] = -4.0
+    src_proj[1, 1, 3] = 2.0
+    offset = None
+    if hypotheses == "planes":
+        planes = np.tile(np.linspace(2, 6, 5), (2, 1))
+    elif hypotheses == "per_pixel":
+        planes = rng.uniform(2, 6, (2, 5, 24, 30))
+    else:  # a 10x12 window of the reference map from row 7, column 9
+        planes = rng.uniform(2, 6, (2, 5, 10, 12))
+        offset = tf.constant([7, 9])
+    args = [tf.constant(a, tf.float32) for a in (src_proj, ref_proj, planes)]
+    with tf.GradientTape() as tape:
+        tape.watch(src)
+        warped = geometry.homography_warp(src, *args, sampling=sampling,
+                                          ref_offset=offset)
+    upstream = tf.constant(rng.normal(size=warped.shape).astype(np.float32))
+    expected = tape.gradient(warped, src, output_gradients=upstream)
+    assert float(tf.reduce_max(tf.abs(expected))) > 0.1
+    vjp = geometry.homography_warp_vjp(src, upstream, *args,
+                                       sampling=sampling, ref_offset=offset)
+    np.testing.assert_allclose(vjp, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_warp_gradient_equals_the_plain_warps():
+    from keras_mvs.models import cas_mvsnet
+
+    rng = np.random.default_rng(2)
+    src = tf.constant(rng.normal(size=(1, 16, 20, 8)).astype(np.float32))
+    ref_proj = np.eye(4)[None]
+    ref_proj[:, :3, :3] = [[18.0, 0, 10], [0, 18.0, 8], [0, 0, 1]]
+    src_proj = ref_proj.copy()
+    src_proj[:, 0, 3] = 3.0
+    planes = np.linspace(2, 5, 6)[None]
+    args = [tf.constant(a, tf.float32) for a in (src_proj, ref_proj, planes)]
+
+    def value_and_gradient(warp):
+        with tf.GradientTape() as tape:
+            tape.watch(src)
+            loss = tf.reduce_sum(tf.square(warp(
+                src, *args, sampling="align_corners_false")))
+        return loss, tape.gradient(loss, src)
+
+    loss, gradient = value_and_gradient(geometry.homography_warp)
+    xla_loss, xla_gradient = value_and_gradient(
+        cas_mvsnet._xla_homography_warp)
+    assert float(xla_loss) == pytest.approx(float(loss), rel=1e-6)
+    assert float(tf.reduce_max(tf.abs(gradient))) > 1.0
+    np.testing.assert_allclose(xla_gradient, gradient, rtol=1e-5, atol=1e-5)
