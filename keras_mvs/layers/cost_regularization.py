@@ -88,7 +88,51 @@ class CostRegularization(keras.layers.Layer):
             layer.build(volume + (channels,))
 
     def call(self, inputs, training=None):
-        conv0 = self.conv0(inputs, training=training)
+        return self.call_from_conv0(self.conv0(inputs, training=training),
+                                    training=training)
+
+    def conv0_plane(self, previous, current, following):
+        """Inference: conv0 at one depth plane, from three cost planes.
+
+        conv0 is a k3 convolution padded by one plane along D, so its output
+        at plane d needs the cost planes d - 1, d and d + 1 only: the three
+        stacked on the channel axis meet the kernel's three depth taps
+        folded into its input channels, one 2-D convolution (the same
+        products as the 3-D one, summed in another order). A caller that
+        builds the cost volume plane by plane
+        (`CostVolume.aggregate_planes(stem=...)`) so never holds the
+        C-channel volume, only conv0's b-channel output. BatchNorm in
+        inference mode.
+
+        Args:
+            previous, current, following: `[B, H, W, C]` cost planes d - 1,
+                d and d + 1; zeros for a plane beyond the volume (conv0's
+                zero padding).
+
+        Returns:
+            `[B, H, W, b]`, plane d of `conv0(volume)`.
+        """
+        kernel = self.conv0.conv.kernel  # [3, 3, 3, C, b] (D, H, W, in, out)
+        channels, filters = kernel.shape[3], kernel.shape[4]
+        kernel = tf.reshape(tf.transpose(kernel, [1, 2, 0, 3, 4]),
+                            [3, 3, 3 * channels, filters])  # [H, W, D*C, b]
+        planes = tf.concat([previous, current, following], axis=-1)
+        x = tf.nn.conv2d(planes, tf.cast(kernel, planes.dtype), 1, "SAME")
+        # The BatchNorm was built for volumes: a unit D axis, no copy.
+        x = self.conv0.bn(x[:, tf.newaxis], training=False)
+        return keras.activations.relu(x[:, 0])  # [B, H, W, b]
+
+    def call_from_conv0(self, conv0, training=None):
+        """The U-Net after conv0: `call(inputs) ==
+        call_from_conv0(conv0(inputs))`.
+
+        Args:
+            conv0: `[B, D, H, W, b]` conv0's output.
+            training: BatchNorm mode.
+
+        Returns:
+            `[B, D, H, W]` float32 logits.
+        """
         conv2 = self.conv2(self.conv1(conv0, training=training),
                            training=training)  # [B, D/2, H/2, W/2, 2b]
         conv4 = self.conv4(self.conv3(conv2, training=training),

@@ -78,3 +78,38 @@ def test_layer_contract(tmp_path):
     run_layer_test(cost_regularization.CostRegularization,
                    {"base_channels": 2}, x.astype(np.float32), (1, 8, 8, 16),
                    tmp_path)
+
+
+@pytest.mark.parametrize("num_depths", [1, 2, 5])
+def test_conv0_plane_is_conv0_at_one_plane(num_depths):
+    # Plane d of conv0 from cost planes d - 1, d, d + 1 (zeros beyond the
+    # volume), against the numpy conv0 of the whole volume.
+    rng = np.random.default_rng(4)
+    layer = cost_regularization.CostRegularization(base_channels=4)
+    layer.build((None, None, None, None, 6))
+    weight = rng.normal(scale=0.3, size=(4, 6, 3, 3, 3))
+    bn = random_bn(rng, 4)
+    set_block(layer.conv0, weight, bn)
+    volume = rng.normal(size=(2, num_depths, 5, 7, 6)).astype(np.float32)
+    expected = reference_bn_relu(
+        reference_conv(volume.astype(np.float64), weight, 1, 1), *bn)
+
+    padded = np.pad(volume, [(0, 0), (1, 1), (0, 0), (0, 0), (0, 0)])
+    for d in range(num_depths):
+        plane = layer.conv0_plane(padded[:, d], padded[:, d + 1],
+                                  padded[:, d + 2])
+        assert plane.shape == (2, 5, 7, 4)
+        np.testing.assert_allclose(np.asarray(plane), expected[:, d],
+                                   rtol=1e-4, atol=1e-5)
+    assert 0.2 < np.mean(expected > 0) < 0.9  # both ReLU sides
+
+
+def test_call_from_conv0_completes_call():
+    rng = np.random.default_rng(5)
+    layer = cost_regularization.CostRegularization(base_channels=4)
+    x = rng.normal(size=(1, 8, 8, 16, 6)).astype(np.float32)
+    logits = np.asarray(layer(x, training=False))
+    split = np.asarray(layer.call_from_conv0(layer.conv0(x, training=False),
+                                             training=False))
+    assert np.abs(logits).max() > 0
+    np.testing.assert_array_equal(split, logits)
