@@ -281,7 +281,8 @@ class CostVolume(keras.layers.Layer):
         return cost
 
     def aggregate_planes(self, ref_features, sample_plane, num_sources,
-                         num_depths, stem=None, stem_channels=None):
+                         num_depths, stem=None, stem_channels=None,
+                         stacked=True):
         """Inference: the cost volume of `accumulate`, one plane at a time.
 
         For each depth plane in turn, `sample_plane` warps one source after
@@ -318,11 +319,17 @@ class CostVolume(keras.layers.Layer):
                 `CostRegularization.conv0_plane`: a k3 convolution along D
                 with zero padding 1).
             stem_channels: the channels of the stem's output (with `stem`).
+            stacked: False (with `stem`): return the stem's planes
+                unstacked, so that a consumer reading them plane by plane
+                (`CostRegularization.call_from_conv0_planes`) never needs
+                the stacked copy.
 
         Returns:
             `[B, D, H, W, C]` ("variance", "adaptive") or `[B, D, H, W, G]`
             ("groupwise") cost volume in the compute dtype; with `stem`,
-            `[B, D, H, W, stem_channels]`, the stem applied to that volume.
+            `[B, D, H, W, stem_channels]`, the stem applied to that volume;
+            unstacked, a `tf.TensorArray` of its D `[B, H, W,
+            stem_channels]` planes.
         """
         ref = tf.convert_to_tensor(ref_features)  # [B, H, W, C]
         channels = ref.shape[-1]
@@ -379,6 +386,9 @@ class CostVolume(keras.layers.Layer):
 
         if stem is not None and stem_channels is None:
             raise ValueError("aggregate_planes: `stem` needs `stem_channels`")
+        if stem is None and not stacked:
+            raise ValueError("aggregate_planes: `stacked=False` needs a "
+                             "`stem`")
         plane_shape = tf.TensorShape([None, None, None, out_channels])
         if stem is None:
             planes = tf.TensorArray(dtype, size=num_depths,
@@ -412,6 +422,8 @@ class CostVolume(keras.layers.Layer):
                 shape_invariants=(tf.TensorShape([]), plane_shape,
                                   plane_shape, tf.TensorShape(None)),
                 parallel_iterations=1)
+            if not stacked:
+                return planes
         # [D, B, H, W, C] -> [B, D, H, W, C]: no copy for B = 1 (TF's
         # transpose only moves a unit axis).
         cost = tf.transpose(planes.stack(), [1, 0, 2, 3, 4])

@@ -488,16 +488,18 @@ class CascadeMVSNet(keras.Model):
             else:
                 # Inference: one plane at a time, and the U-Net's conv0
                 # in the same loop, so no warped, error or running-sum
-                # volume exists, nor the cost volume: only conv0's output.
+                # volume exists, nor the cost volume: only conv0's output,
+                # which the U-Net's full-resolution level reads plane by
+                # plane.
                 conv0 = self.cost_aggregation[stage].aggregate_planes(
                     ref_features, self._plane_sampler(
                         stage_features[:, 1:], projections, hypotheses,
                         stage_height, stage_width, warp_options),
                     num_views - 1, num_depths,
                     stem=regularization.conv0_plane,
-                    stem_channels=self.base_channels)
-                logits = regularization.call_from_conv0(conv0,
-                                                        training=False)
+                    stem_channels=self.base_channels, stacked=False)
+                logits = regularization.call_from_conv0_planes(conv0,
+                                                               num_depths)
             logits = tf.cast(logits, tf.float32)  # [B, D, h, w]
 
             if self.head == "unity":

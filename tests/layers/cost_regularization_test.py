@@ -113,3 +113,39 @@ def test_call_from_conv0_completes_call():
                                              training=False))
     assert np.abs(logits).max() > 0
     np.testing.assert_array_equal(split, logits)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8, 16), (2, 16, 16, 8)])
+def test_call_from_conv0_planes_equals_call(shape):
+    # The full-resolution level plane by plane (conv1 from three conv0
+    # planes, conv11 as 2-D transposed convolutions, prob over a sliding
+    # window) against the whole-volume U-Net, all BatchNorms away from
+    # identity.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(6)
+    layer = cost_regularization.CostRegularization(base_channels=4)
+    layer.build((None, None, None, None, 6))
+    for name, cin, cout, _ in ENCODER:
+        set_block(getattr(layer, name),
+                  rng.normal(scale=0.1, size=(cout, cin, 3, 3, 3)),
+                  random_bn(rng, cout))
+    for name, cin, cout in DECODER:
+        set_block(getattr(layer, name),
+                  rng.normal(scale=0.1, size=(cin, cout, 3, 3, 3)),
+                  random_bn(rng, cout))
+    layer.prob.kernel.assign(rng.normal(scale=0.1, size=(3, 3, 3, 4, 1)))
+    x = rng.normal(size=shape + (6,)).astype(np.float32)
+    expected = np.asarray(layer(x, training=False))
+
+    @tf.function
+    def by_planes(x):
+        conv0 = layer.conv0(x, training=False)  # [B, D, H, W, b]
+        planes = tf.TensorArray(tf.float32, size=shape[1]).unstack(
+            tf.transpose(conv0, [1, 0, 2, 3, 4]))
+        return layer.call_from_conv0_planes(planes, shape[1])
+
+    logits = np.asarray(by_planes(x))
+    assert logits.shape == shape
+    assert 0.1 < np.std(expected) < 100.0  # well conditioned, not flat
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)

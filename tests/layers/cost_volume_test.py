@@ -269,9 +269,14 @@ def test_aggregate_planes_stem_equals_conv0_of_volume(aggregation,
     # Not vacuous: both ReLU sides are hit.
     assert 0.2 < np.mean(np.asarray(expected) > 0) < 0.95
     np.testing.assert_allclose(stem, expected, rtol=1e-5, atol=1e-5)
+    planes = tf.function(lambda: tf.transpose(layer.aggregate_planes(
+        ref, sample_plane, src.shape[1], num_depths,
+        stem=regularization.conv0_plane, stem_channels=base,
+        stacked=False).stack(), [1, 0, 2, 3, 4]))()
+    np.testing.assert_array_equal(planes, stem)
 
 
-def test_aggregate_planes_stem_needs_its_channels():
+def test_aggregate_planes_stem_arguments():
     from keras_mvs.layers import cost_regularization
 
     ref, src, projections, planes = _sweep_inputs(8)
@@ -282,3 +287,6 @@ def test_aggregate_planes_stem_needs_its_channels():
         layer.aggregate_planes(ref, _plane_sampler(src, projections, planes),
                                src.shape[1], 8,
                                stem=regularization.conv0_plane)
+    with pytest.raises(ValueError, match="stacked=False"):
+        layer.aggregate_planes(ref, _plane_sampler(src, projections, planes),
+                               src.shape[1], 8, stacked=False)
