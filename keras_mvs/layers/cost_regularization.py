@@ -137,7 +137,8 @@ class CostRegularization(keras.layers.Layer):
             conv0_planes: `tf.TensorArray` of D `[B, H, W, b]` planes, the
                 output of conv0 (`CostVolume.aggregate_planes(stem=
                 self.conv0_plane, stacked=False)`); D, H and W multiples
-                of 8.
+                of 8; created with `clear_after_read=False`, since planes
+                are read more than once.
             num_depths: D, a Python int or an int32 scalar.
 
         Returns:

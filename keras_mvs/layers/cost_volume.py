@@ -401,8 +401,11 @@ class CostVolume(keras.layers.Layer):
                 lambda index, _: index < num_depths, body,
                 (tf.constant(0), planes), parallel_iterations=1)
         else:
+            # Read more than once by `call_from_conv0_planes` (eagerly, a
+            # TensorArray drops an element after its first read).
             planes = tf.TensorArray(dtype, size=num_depths, element_shape=(
-                tf.TensorShape([None, None, None, stem_channels])))
+                tf.TensorShape([None, None, None, stem_channels])),
+                clear_after_read=False)
             first = plane_cost(tf.constant(0))
 
             def body(index, previous, current, planes):

@@ -138,14 +138,15 @@ def test_call_from_conv0_planes_equals_call(shape):
     x = rng.normal(size=shape + (6,)).astype(np.float32)
     expected = np.asarray(layer(x, training=False))
 
-    @tf.function
     def by_planes(x):
         conv0 = layer.conv0(x, training=False)  # [B, D, H, W, b]
-        planes = tf.TensorArray(tf.float32, size=shape[1]).unstack(
+        planes = tf.TensorArray(tf.float32, size=shape[1],
+                                clear_after_read=False).unstack(
             tf.transpose(conv0, [1, 0, 2, 3, 4]))
         return layer.call_from_conv0_planes(planes, shape[1])
 
-    logits = np.asarray(by_planes(x))
-    assert logits.shape == shape
     assert 0.1 < np.std(expected) < 100.0  # well conditioned, not flat
-    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    for run in (by_planes, tf.function(by_planes)):  # eager and traced
+        logits = np.asarray(run(x))
+        assert logits.shape == shape
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
