@@ -337,7 +337,7 @@ TINY_SHAPE = reconstruct.NetworkShape((48, 32, 8), (32, 16, 8), 192, True)
 
 def test_working_memory_model_bounds_the_bench():
     # The bench figures the model was fitted to (planning.FIT_POINTS): an
-    # upper bound of each, within 2 % (measured: within 1.6 %).
+    # upper bound of each, within 2 % (measured: within 0.5 %).
     points = reconstruct.planning.FIT_POINTS
     assert len(points) == 3
     for (height, width), megabytes in points.items():
@@ -347,15 +347,15 @@ def test_working_memory_model_bounds_the_bench():
 
 
 def test_the_tiled_model_bounds_the_tiled_bench():
-    # bench/model_bench.py --memory-budget-gb 3 at 1152x1600: 4 windows of
-    # 800x1024, 2906 MB working (planning.TILING_OVERHEAD_BYTES).
-    tiles = reconstruct.plan_tiles(1152, 1600, 5, TINY_SHAPE, 3 * 2**30)
+    # bench/model_bench.py --memory-budget-gb 2 at 1152x1600: 4 windows of
+    # 800x1024, 1879 MB working (planning.TILING_OVERHEAD_BYTES).
+    tiles = reconstruct.plan_tiles(1152, 1600, 5, TINY_SHAPE, 2 * 2**30)
     assert [tile.window for tile in tiles] == [
         (0, 800, 0, 1024), (0, 800, 576, 1600), (352, 1152, 0, 1024),
         (352, 1152, 576, 1600)]
     estimate = reconstruct.estimate_working_bytes(
         1152, 1600, 5, TINY_SHAPE, (800, 1024)) / 2**20
-    assert 2906 <= estimate <= 1.02 * 2906
+    assert 1879 <= estimate <= 1.02 * 1879
 
 
 def test_views_that_fit_run_in_one_call():
@@ -367,9 +367,12 @@ def test_views_that_fit_run_in_one_call():
 
 # With 224 pixels of context per side, a window is at least 480 pixels
 # wide unless it meets the image edge, and a tiled call costs
-# TILING_OVERHEAD_BYTES more: tiles do not pay at 512x640.
+# TILING_OVERHEAD_BYTES more: tiles do not pay at 512x640. Since the cascade
+# builds no cost volume, the whole images' features and that overhead are
+# most of a small window's estimate, so the smallest tiles need over half
+# the untiled estimate at 1152x1600 and three quarters at 864x1152.
 @pytest.mark.parametrize("size, fraction", [
-    ((1152, 1600), 0.5), ((864, 1152), 0.6), ((2048, 2560), 0.5)])
+    ((1152, 1600), 0.6), ((864, 1152), 0.8), ((2048, 2560), 0.5)])
 def test_tiles_fit_the_budget_and_cover_the_view_once(size, fraction):
     height, width = size
     budget = int(reconstruct.estimate_working_bytes(

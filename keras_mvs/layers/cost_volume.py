@@ -280,30 +280,56 @@ class CostVolume(keras.layers.Layer):
         cost.set_shape(static_shape)
         return cost
 
-    def aggregate_planes(self, ref_features, sample_plane, num_depths):
+    def aggregate_planes(self, ref_features, sample_plane, num_sources,
+                         num_depths, stem=None, stem_channels=None,
+                         stacked=True):
         """Inference: the cost volume of `accumulate`, one plane at a time.
 
-        For each depth plane in turn, `sample_plane` warps every source at
-        that plane only, the sources' terms are summed in source order (as
+        For each depth plane in turn, `sample_plane` warps one source after
+        the other at that plane only, each source's term is added to the
+        plane's sums before the next source is sampled (in source order, as
         `accumulate` sums them) and the plane's cost is kept; the volume is
         stacked from its planes at the end. So no warped volume, error
         volume or running-sum volume exists: the working memory is the cost
-        volume plus one plane's intermediates, where `accumulate` holds
+        volume plus one source's plane intermediates (the sampler's four
+        taps at full resolution are the largest), where `accumulate` holds
         about five volumes at once. Same values as `accumulate` (every
         element is computed by the same operations in the same order, up to
         the convolution kernels' blocking over other sizes). BatchNorm in
         inference mode only: no gradients or statistics flow through here.
 
+        With `stem`, the first layer of the regulariser runs inside the
+        loop too: a window of three cost planes slides along D, plane d of
+        the stem's output is computed from cost planes d - 1, d and d + 1 as
+        soon as plane d + 1 exists, and only the stem's planes are stacked.
+        So not even the cost volume exists, only the stem's output (b = 8
+        channels against the cost's C = 32, 16, 8 in the cascade) and three
+        cost planes.
+
         Args:
             ref_features: `[B, H, W, C]` reference features.
-            sample_plane: callable `(index) -> [B, N, H, W, C]`, every
-                source warped onto the reference at depth plane `index` (an
-                int32 scalar tensor), N >= 1.
+            sample_plane: callable `(index, source) -> [B, H, W, C]`,
+                source `source` warped onto the reference at depth plane
+                `index` (int32 scalar tensors).
+            num_sources: N >= 1, a Python int or an int32 scalar.
             num_depths: D, a Python int or an int32 scalar.
+            stem: None, or a callable `(previous, current, following) ->
+                [B, H, W, stem_channels]` taking three consecutive `[B, H,
+                W, C]` cost planes, zeros beyond the volume (e.g.
+                `CostRegularization.conv0_plane`: a k3 convolution along D
+                with zero padding 1).
+            stem_channels: the channels of the stem's output (with `stem`).
+            stacked: False (with `stem`): return the stem's planes
+                unstacked, so that a consumer reading them plane by plane
+                (`CostRegularization.call_from_conv0_planes`) never needs
+                the stacked copy.
 
         Returns:
             `[B, D, H, W, C]` ("variance", "adaptive") or `[B, D, H, W, G]`
-            ("groupwise") cost volume in the compute dtype.
+            ("groupwise") cost volume in the compute dtype; with `stem`,
+            `[B, D, H, W, stem_channels]`, the stem applied to that volume;
+            unstacked, a `tf.TensorArray` of its D `[B, H, W,
+            stem_channels]` planes.
         """
         ref = tf.convert_to_tensor(ref_features)  # [B, H, W, C]
         channels = ref.shape[-1]
@@ -311,38 +337,41 @@ class CostVolume(keras.layers.Layer):
         out_channels = self.groups if self.aggregation == "groupwise" else (
             channels)
 
-        def plane_cost(index):
-            warped = tf.cast(sample_plane(index), dtype)  # [B, N, H, W, C]
-            num_sources = tf.shape(warped)[1]
+        def source_terms(warped):
+            """One source's terms of the plane's sums: `[B, H, W, C']`."""
             if self.aggregation == "variance":
-                terms = (warped, tf.square(warped))
-                sums = [ref, tf.square(ref)]
-            elif self.aggregation == "groupwise":
-                products = ref[:, tf.newaxis] * warped
+                return [warped, tf.square(warped)]
+            if self.aggregation == "groupwise":
+                products = ref * warped
                 shape = tf.shape(products)
-                terms = (tf.reduce_mean(tf.reshape(products, tf.concat(
+                return [tf.reduce_mean(tf.reshape(products, tf.concat(
                     [shape[:-1], [self.groups, channels // self.groups]],
-                    0)), axis=-1),)  # [B, N, H, W, G]
-                sums = [tf.zeros_like(terms[0][:, 0])]
+                    0)), axis=-1)]  # [B, H, W, G]
+            errors = tf.square(ref - warped)
+            # The weight net's 1x1x1 convolutions see the source's plane
+            # as a one-plane volume.
+            weights = self.w_net_1(
+                self.w_net_0(errors[:, tf.newaxis], training=False),
+                training=False)[:, 0]  # [B, H, W, 1]
+            return [(1.0 + weights) * errors]
+
+        def plane_cost(index):
+            if self.aggregation == "variance":
+                sums = [ref, tf.square(ref)]
             else:
-                errors = tf.square(ref[:, tf.newaxis] - warped)
-                # The weight net's 1x1x1 convolutions see each source's
-                # plane as a one-plane volume, the sources folded into B.
-                shape = tf.shape(errors)
-                folded = tf.reshape(errors, tf.concat(
-                    [[-1, 1], shape[2:]], 0))  # [B*N, 1, H, W, C]
-                weights = tf.reshape(
-                    self.w_net_1(self.w_net_0(folded, training=False),
-                                 training=False),
-                    tf.concat([shape[:-1], [1]], 0))  # [B, N, H, W, 1]
-                terms = ((1.0 + weights) * errors,)
-                sums = [tf.zeros_like(ref)]
+                shape = tf.shape(ref)
+                sums = [tf.zeros(tf.stack(
+                    [shape[0], shape[1], shape[2], out_channels]), dtype)]
 
             def add_source(source, sums):
-                return source + 1, [total + term[:, source]
-                                    for total, term in zip(sums, terms)]
+                warped = tf.cast(sample_plane(index, source),
+                                 dtype)  # [B, H, W, C]
+                return source + 1, [total + term for total, term in zip(
+                    sums, source_terms(warped))]
 
-            # Source by source, in order: the rounding of `accumulate`.
+            # Source by source, in order (the rounding of `accumulate`),
+            # each sampled only when its turn comes: one source's sampler
+            # intermediates are alive at a time.
             plane_shape = tf.TensorShape([None, None, None, out_channels])
             _, sums = tf.while_loop(
                 lambda source, _: source < num_sources, add_source,
@@ -355,15 +384,49 @@ class CostVolume(keras.layers.Layer):
                 return sums[1] / num_views - tf.square(mean)
             return sums[0] / tf.cast(num_sources, dtype)
 
-        planes = tf.TensorArray(dtype, size=num_depths, element_shape=(
-            tf.TensorShape([None, None, None, out_channels])))
+        if stem is not None and stem_channels is None:
+            raise ValueError("aggregate_planes: `stem` needs `stem_channels`")
+        if stem is None and not stacked:
+            raise ValueError("aggregate_planes: `stacked=False` needs a "
+                             "`stem`")
+        plane_shape = tf.TensorShape([None, None, None, out_channels])
+        if stem is None:
+            planes = tf.TensorArray(dtype, size=num_depths,
+                                    element_shape=plane_shape)
 
-        def body(index, planes):
-            return index + 1, planes.write(index, plane_cost(index))
+            def body(index, planes):
+                return index + 1, planes.write(index, plane_cost(index))
 
-        _, planes = tf.while_loop(lambda index, _: index < num_depths, body,
-                                  (tf.constant(0), planes),
-                                  parallel_iterations=1)
+            _, planes = tf.while_loop(
+                lambda index, _: index < num_depths, body,
+                (tf.constant(0), planes), parallel_iterations=1)
+        else:
+            # Read more than once by `call_from_conv0_planes` (eagerly, a
+            # TensorArray drops an element after its first read).
+            planes = tf.TensorArray(dtype, size=num_depths, element_shape=(
+                tf.TensorShape([None, None, None, stem_channels])),
+                clear_after_read=False)
+            first = plane_cost(tf.constant(0))
+
+            def body(index, previous, current, planes):
+                following = tf.cond(
+                    index + 1 < num_depths,
+                    lambda: plane_cost(index + 1),
+                    lambda: tf.zeros_like(current))
+                planes = planes.write(index, stem(previous, current,
+                                                  following))
+                return index + 1, current, following, planes
+
+            # Plane d - 1, d and d + 1 are carried; each cost plane is
+            # computed once.
+            _, _, _, planes = tf.while_loop(
+                lambda index, *_: index < num_depths, body,
+                (tf.constant(0), tf.zeros_like(first), first, planes),
+                shape_invariants=(tf.TensorShape([]), plane_shape,
+                                  plane_shape, tf.TensorShape(None)),
+                parallel_iterations=1)
+            if not stacked:
+                return planes
         # [D, B, H, W, C] -> [B, D, H, W, C]: no copy for B = 1 (TF's
         # transpose only moves a unit axis).
         cost = tf.transpose(planes.stack(), [1, 0, 2, 3, 4])
@@ -371,7 +434,8 @@ class CostVolume(keras.layers.Layer):
         # Conv3DTranspose needs them).
         cost.set_shape(tf.TensorShape([
             ref.shape[0], num_depths if isinstance(num_depths, int) else None,
-            ref.shape[1], ref.shape[2], out_channels]))
+            ref.shape[1], ref.shape[2],
+            out_channels if stem is None else stem_channels]))
         return cost
 
     def compute_output_shape(self, ref_features_shape,

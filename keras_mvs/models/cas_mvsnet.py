@@ -503,6 +503,7 @@ class CascadeMVSNet(keras.Model):
                                plane_by_plane=not self.xla_warp,
                                **warp_options)
 
+            regularization = self.cost_regularization[stage]
             if training or self.xla_warp or not self._aggregate_by_plane:
                 # One source at a time: the warped volumes of all sources
                 # never exist at once.
@@ -510,17 +511,23 @@ class CascadeMVSNet(keras.Model):
                     ref_features, stage_features[:, 1:],
                     projections[:, 1:], warp, num_depths, training=training,
                     recompute=bool(training) and self.recompute_sources)
+                logits = regularization(cost, training=training)
             else:
-                # Inference: one plane at a time, so no warped, error or
-                # running-sum volume exists besides the cost volume.
-                cost = self.cost_aggregation[stage].aggregate_planes(
+                # Inference: one plane at a time, and the U-Net's conv0
+                # in the same loop, so no warped, error or running-sum
+                # volume exists, nor the cost volume: only conv0's output,
+                # which the U-Net's full-resolution level reads plane by
+                # plane.
+                conv0 = self.cost_aggregation[stage].aggregate_planes(
                     ref_features, self._plane_sampler(
                         stage_features[:, 1:], projections, hypotheses,
                         stage_height, stage_width, warp_options),
-                    num_depths)
-            logits = tf.cast(
-                self.cost_regularization[stage](cost, training=training),
-                tf.float32)  # [B, D, h, w]
+                    num_views - 1, num_depths,
+                    stem=regularization.conv0_plane,
+                    stem_channels=self.base_channels, stacked=False)
+                logits = regularization.call_from_conv0_planes(conv0,
+                                                               num_depths)
+            logits = tf.cast(logits, tf.float32)  # [B, D, h, w]
 
             if self.head == "unity":
                 volume = tf.sigmoid(logits)
@@ -545,7 +552,7 @@ class CascadeMVSNet(keras.Model):
 
     def _plane_sampler(self, src_features, projections, hypotheses, height,
                        width, warp_options):
-        """`CostVolume.aggregate_planes`'s sampler: every source warped onto
+        """`CostVolume.aggregate_planes`'s sampler: one source warped onto
         the reference at one depth plane.
 
         Args:
@@ -558,24 +565,19 @@ class CascadeMVSNet(keras.Model):
             warp_options: `{"ref_offset": (y0, x0)}` for a window, else {}.
 
         Returns:
-            `sample_plane(index) -> [B, N, h, w, C]`.
+            `sample_plane(index, source) -> [B, h, w, C]`.
         """
-        shape = tf.shape(src_features)
-        batch, num_sources = shape[0], shape[1]
-        channels = src_features.shape[-1]
-        folded = tf.reshape(src_features, tf.concat(
-            [[-1], shape[2:]], 0))  # [B*N, H, W, C]
-        src_projections = tf.reshape(projections[:, 1:], [-1, 4, 4])
-        ref_projections = tf.repeat(projections[:, 0], num_sources, axis=0)
-        sample = geometry.plane_sweep_sampler(
-            folded, src_projections, ref_projections, height, width,
-            self.warp_sampling, **warp_options)
+        # Sources outermost, so a source's features are a slice of the
+        # first axis, which TF takes without a copy (the transpose only
+        # moves a unit axis for B = 1).
+        sources = tf.transpose(src_features, [1, 0, 2, 3, 4])  # [N,B,H,W,C]
+        src_projections = tf.transpose(projections[:, 1:], [1, 0, 2, 3])
 
-        def sample_plane(index):
-            depth = tf.repeat(hypotheses[:, index], num_sources,
-                              axis=0)  # [B*N, h, w]
-            return tf.reshape(sample(depth), tf.stack(
-                [batch, num_sources, height, width, channels]))
+        def sample_plane(index, source):
+            sample = geometry.plane_sweep_sampler(
+                sources[source], src_projections[source], projections[:, 0],
+                height, width, self.warp_sampling, **warp_options)
+            return sample(hypotheses[:, index])  # [B, h, w, C]
 
         return sample_plane
 

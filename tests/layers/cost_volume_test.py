@@ -201,18 +201,92 @@ def test_aggregate_planes_equals_accumulate(aggregation):
         return geometry.homography_warp(features, projection,
                                         projections[:, 0], planes)
 
-    def sample_plane(index):
-        return tf.stack([
-            geometry.homography_warp(src[:, v], projections[:, v + 1],
-                                     projections[:, 0],
-                                     tf.constant(planes)[:, index:index + 1]
-                                     )[:, 0]
-            for v in range(src.shape[1])], axis=1)  # [B, N, H, W, C]
-
     looped = tf.function(lambda: layer.accumulate(
         ref, src, projections[:, 1:], warp, planes.shape[1]))()
     by_plane = tf.function(lambda: layer.aggregate_planes(
-        ref, sample_plane, planes.shape[1]))()
+        ref, _plane_sampler(src, projections, planes), src.shape[1],
+        planes.shape[1]))()
     assert by_plane.shape == looped.shape
     # The same operations on every element, in the same order.
     np.testing.assert_allclose(by_plane, looped, rtol=1e-6, atol=1e-7)
+
+
+def _plane_sampler(src, projections, planes):
+    """`aggregate_planes`'s `sample_plane` by `homography_warp`."""
+    import tensorflow as tf
+
+    from keras_mvs import geometry
+
+    src = tf.constant(src)
+    projections = tf.constant(projections)
+    planes = tf.constant(planes)
+
+    def sample_plane(index, source):
+        return geometry.homography_warp(
+            tf.gather(src, source, axis=1),
+            tf.gather(projections, source + 1, axis=1), projections[:, 0],
+            planes[:, index:index + 1])[:, 0]  # [B, H, W, C]
+
+    return sample_plane
+
+
+@pytest.mark.parametrize("num_depths", [1, 2, 8])
+@pytest.mark.parametrize("aggregation", cost_volume.AGGREGATIONS)
+def test_aggregate_planes_stem_equals_conv0_of_volume(aggregation,
+                                                      num_depths):
+    # conv0 run inside the plane loop on a sliding window of three cost
+    # planes (zeros beyond the volume) against conv0 on the stacked volume;
+    # D = 1 and 2 have no interior plane.
+    import tensorflow as tf
+
+    from keras_mvs.layers import cost_regularization
+
+    channels, base = 8, 4
+    ref, src, projections, planes = _sweep_inputs(channels)
+    planes = planes[:, :num_depths]
+    layer = cost_volume.CostVolume(aggregation, groups=4)
+    layer.build((None, None, None, channels), (None,) * 5 + (channels,))
+    _randomise(layer)
+    cost_channels = 4 if aggregation == "groupwise" else channels
+    regularization = cost_regularization.CostRegularization(base)
+    regularization.build((None, None, None, None, cost_channels))
+    rng = np.random.default_rng(3)
+    for variable in regularization.conv0.weights:
+        variable.assign(rng.uniform(-0.5, 1.0, variable.shape).astype(
+            np.float32))
+    regularization.conv0.bn.moving_variance.assign(
+        rng.uniform(0.5, 2.0, base).astype(np.float32))
+    sample_plane = _plane_sampler(src, projections, planes)
+
+    volume = tf.function(lambda: layer.aggregate_planes(
+        ref, sample_plane, src.shape[1], num_depths))()
+    expected = regularization.conv0(volume, training=False)
+    stem = tf.function(lambda: layer.aggregate_planes(
+        ref, sample_plane, src.shape[1], num_depths,
+        stem=regularization.conv0_plane, stem_channels=base))()
+    assert stem.shape == (2, num_depths, 6, 8, base)
+    assert expected.shape == stem.shape
+    # Not vacuous: both ReLU sides are hit.
+    assert 0.2 < np.mean(np.asarray(expected) > 0) < 0.95
+    np.testing.assert_allclose(stem, expected, rtol=1e-5, atol=1e-5)
+    planes = tf.function(lambda: tf.transpose(layer.aggregate_planes(
+        ref, sample_plane, src.shape[1], num_depths,
+        stem=regularization.conv0_plane, stem_channels=base,
+        stacked=False).stack(), [1, 0, 2, 3, 4]))()
+    np.testing.assert_array_equal(planes, stem)
+
+
+def test_aggregate_planes_stem_arguments():
+    from keras_mvs.layers import cost_regularization
+
+    ref, src, projections, planes = _sweep_inputs(8)
+    layer = cost_volume.CostVolume("variance")
+    regularization = cost_regularization.CostRegularization(4)
+    regularization.build((None, None, None, None, 8))
+    with pytest.raises(ValueError, match="stem_channels"):
+        layer.aggregate_planes(ref, _plane_sampler(src, projections, planes),
+                               src.shape[1], 8,
+                               stem=regularization.conv0_plane)
+    with pytest.raises(ValueError, match="stacked=False"):
+        layer.aggregate_planes(ref, _plane_sampler(src, projections, planes),
+                               src.shape[1], 8, stacked=False)

@@ -52,9 +52,20 @@ def test_eval_mode_reproduces_the_official_depth_maps(xla_warp):
         interval = float(data[f"{name}_interval"])
         np.testing.assert_allclose(stage["interval"].numpy(), [interval],
                                    rtol=1e-6)
-        np.testing.assert_allclose(stage["hypotheses"].numpy(),
-                                   data[f"{name}_depth_values"], rtol=1e-6,
-                                   atol=3e-4)
+        # A refinement stage's hypotheses follow the previous depth, so a
+        # pixel whose previous depth jumped (a tie, see MAX_JUMP_FRACTION)
+        # moves the hypotheses of the pixels around it: at 64x96 the
+        # stage-2 unities of hypotheses 9 and 17 at pixel (2, 35) are
+        # equal in float32 and 1 ulp apart in the official run, which moves
+        # 16 stage-3 pixels. Elsewhere they agree to round-off.
+        hypotheses = stage["hypotheses"].numpy()
+        expected = data[f"{name}_depth_values"]
+        moved = np.any(~np.isclose(hypotheses, expected, rtol=1e-6,
+                                   atol=3e-4), axis=1)  # [B, h, w]
+        assert np.mean(moved) < MAX_JUMP_FRACTION
+        np.testing.assert_allclose(
+            np.moveaxis(hypotheses, 1, -1)[~moved],
+            np.moveaxis(expected, 1, -1)[~moved], rtol=1e-6, atol=3e-4)
         np.testing.assert_allclose(stage["volume"].numpy(),
                                    data[f"{name}_prob_volume"], rtol=0,
                                    atol=1e-4)
