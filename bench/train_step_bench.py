@@ -2,7 +2,7 @@
 
     python -m bench.train_step_bench [--repeats N] [--height H --width W]
                                      [--torch-python PYTHON|none]
-                                     [--recompute]
+                                     [--recompute] [--recompute-regularization]
 
 Each configuration runs in a fresh subprocess so that its peak resident memory
 (ru_maxrss) is its own. Reported: median seconds per optimizer step over the
@@ -75,7 +75,7 @@ def _batch(num_views, height, width, seed=0):
 
 
 def run_one(index, mode, repeats, num_views, height, width,
-            recompute=False):
+            recompute=False, recompute_regularization=False):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -88,7 +88,9 @@ def run_one(index, mode, repeats, num_views, height, width,
              _batch(num_views, height, width).items()}
     network = models.CascadeMVSNet(aggregation=aggregation, head=head,
                                    xla_warp=mode == "graph_xla_warp",
-                                   recompute_sources=recompute)
+                                   recompute_sources=recompute,
+                                   recompute_regularization=(
+                                       recompute_regularization))
     trainer = trainer_lib.MVSTrainer(network, objective=objective,
                                      branches=branches, xla=mode == "xla")
     trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
@@ -135,13 +137,16 @@ def main(argv=None):
                         "skips it)")
     parser.add_argument("--recompute", action="store_true",
                         help="CascadeMVSNet(recompute_sources=True)")
+    parser.add_argument("--recompute-regularization", action="store_true",
+                        help="CascadeMVSNet(recompute_regularization=True)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         index, mode = args.child.split(":")
         print(json.dumps(run_one(int(index), mode, args.repeats,
                                  args.views, args.height, args.width,
-                                 args.recompute)))
+                                 args.recompute,
+                                 args.recompute_regularization)))
         return
     rows = []
     python, torch_note = model_bench.torch_python(args.torch_python)
@@ -164,7 +169,9 @@ def main(argv=None):
                        "--repeats", str(args.repeats), "--views",
                        str(args.views), "--height", str(args.height),
                        "--width", str(args.width)] + (
-                           ["--recompute"] if args.recompute else [])
+                           ["--recompute"] if args.recompute else []) + (
+                           ["--recompute-regularization"]
+                           if args.recompute_regularization else [])
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)

@@ -59,6 +59,10 @@ def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
     # three-branch CL step 3366 -> 2945 MB (887 -> 572 MB) for 2.36 ->
     # 2.38 CPU s.
     config.model.recompute_sources = True
+    # In training, run each stage's 3-D U-Net again in the backward pass
+    # instead of keeping its activations (CascadeMVSNet
+    # `recompute_regularization`; docs/memory.md).
+    config.model.recompute_regularization = False
     # Where the plane-sweep warp samples the source: "exact" for networks
     # trained here, "align_corners_false" for official checkpoints.
     config.model.warp_sampling = "exact"

@@ -1,5 +1,7 @@
 """BatchNorm with PyTorch's training semantics and per-view statistics."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -65,7 +67,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         if not (training and self.trainable):
             return super().call(inputs, training=False)
         outputs, means, variances = self.normalize_training(inputs, groups)
-        self.update_moving_statistics(means, variances)
+        if not _skip_updates:
+            self.update_moving_statistics(means, variances)
         return outputs
 
     def normalize_training(self, inputs, groups=None):
@@ -144,3 +147,21 @@ class BatchNorm(keras.layers.BatchNormalization):
         self.moving_variance.assign(
             decay * self.moving_variance
             + tf.reduce_sum(weights * variances, 0))
+
+
+_skip_updates = False
+
+
+@contextlib.contextmanager
+def moving_statistics_frozen():
+    """Training-mode `BatchNorm` calls made (or traced) inside this block
+    normalise with batch statistics as usual but leave the moving
+    averages alone: for a forward pass computed again to take its gradient
+    (`CascadeMVSNet(recompute_regularization=True)`), whose updates the
+    first pass already applied."""
+    global _skip_updates
+    previous, _skip_updates = _skip_updates, True
+    try:
+        yield
+    finally:
+        _skip_updates = previous

@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras_mvs import geometry
 from keras_mvs import heads
 from keras_mvs import presets
+from keras_mvs.layers import batch_norm
 from keras_mvs.layers import conv_blocks
 from keras_mvs.layers import cost_regularization
 from keras_mvs.layers import cost_volume
@@ -76,6 +77,33 @@ def _xla_homography_warp(src_features, src_proj, ref_proj, depth_hypotheses,
                               ref_offset=ref_offset), gradient
 
     return warp(src_features)
+
+
+def _recomputed(layer, inputs):
+    """`layer(inputs, training=True)`, whose activations are not kept for
+    the backward pass: the gradient runs the layer again (without a second
+    update of its BatchNorm moving averages) and differentiates that pass.
+    Training-mode BatchNorm normalises with the batch's statistics, so the
+    second pass computes the same values, and the gradient is the plain
+    call's (`tf.recompute_grad` would update the moving averages twice)."""
+
+    @tf.custom_gradient
+    def run(inputs):
+        outputs = layer(inputs, training=True)
+
+        def gradient(upstream, variables=None):
+            variables = list(variables or [])
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                with batch_norm.moving_statistics_frozen():
+                    again = layer(inputs, training=True)
+            grads = tape.gradient(again, [inputs] + variables,
+                                  output_gradients=upstream)
+            return grads[0], grads[1:]
+
+        return outputs, gradient
+
+    return run(inputs)
 
 
 def _check_int_triple(values: Sequence[int], name: str) -> tuple:
@@ -151,6 +179,11 @@ class CascadeMVSNet(keras.Model):
             the backward pass but warp it again there
             (`CostVolume.accumulate(recompute=True)`): less memory, one more
             warp per source and stage. No effect at inference.
+        recompute_regularization: in training, keep none of the 3-D
+            U-Nets' activations for the backward pass but run each U-Net
+            again there (its BatchNorm moving averages updated once, by
+            the first pass): less memory, one more U-Net forward per stage.
+            Same gradients. No effect at inference.
         **kwargs: forwarded to `keras.Model`.
 
     Call arguments:
@@ -199,6 +232,7 @@ class CascadeMVSNet(keras.Model):
         xla_warp: bool = False,
         sync_batchnorm: bool = False,
         recompute_sources: bool = False,
+        recompute_regularization: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -253,10 +287,12 @@ class CascadeMVSNet(keras.Model):
         if not isinstance(xla_warp, bool):
             raise ValueError(
                 f"`xla_warp` must be a bool. Received: xla_warp={xla_warp!r}")
-        if not isinstance(recompute_sources, bool):
-            raise ValueError(
-                "`recompute_sources` must be a bool. Received: "
-                f"recompute_sources={recompute_sources!r}")
+        for name, value in (
+                ("recompute_sources", recompute_sources),
+                ("recompute_regularization", recompute_regularization)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be a bool. Received: "
+                                 f"{name}={value!r}")
         if not isinstance(sync_batchnorm, bool):
             raise ValueError(
                 f"`sync_batchnorm` must be a bool. Received: "
@@ -266,6 +302,7 @@ class CascadeMVSNet(keras.Model):
         self.xla_warp = xla_warp
         self.sync_batchnorm = sync_batchnorm
         self.recompute_sources = recompute_sources
+        self.recompute_regularization = recompute_regularization
         # Inference builds the cost volume plane by plane
         # (`CostVolume.aggregate_planes`); False: source by source as in
         # training (`CostVolume.accumulate`), for the tests that compare
@@ -511,7 +548,10 @@ class CascadeMVSNet(keras.Model):
                     ref_features, stage_features[:, 1:],
                     projections[:, 1:], warp, num_depths, training=training,
                     recompute=bool(training) and self.recompute_sources)
-                logits = regularization(cost, training=training)
+                if training and self.recompute_regularization:
+                    logits = _recomputed(regularization, cost)
+                else:
+                    logits = regularization(cost, training=training)
             else:
                 # Inference: one plane at a time, and the U-Net's conv0
                 # in the same loop, so no warped, error or running-sum
@@ -680,5 +720,6 @@ class CascadeMVSNet(keras.Model):
             "xla_warp": self.xla_warp,
             "sync_batchnorm": self.sync_batchnorm,
             "recompute_sources": self.recompute_sources,
+            "recompute_regularization": self.recompute_regularization,
         })
         return config

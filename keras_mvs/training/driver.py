@@ -89,6 +89,7 @@ def build_network(config: ml_collections.ConfigDict,
         xla_warp=model.xla_warp,
         sync_batchnorm=model.sync_batchnorm and num_replicas > 1,
         recompute_sources=model.recompute_sources,
+        recompute_regularization=model.recompute_regularization,
     )
 
 

@@ -322,10 +322,56 @@ def test_xla_forward_matches_graph(model):
     ({"num_depths_base": 0}, "num_depths_base"),
     ({"input_normalization": "standard"}, "input_normalization"),
     ({"xla_warp": "yes"}, "xla_warp"),
+    ({"recompute_regularization": 1}, "recompute_regularization"),
 ])
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=f"{match}.*Received"):
         cas_mvsnet.CascadeMVSNet(**kwargs)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_recomputed_regularization_same_gradients_and_statistics(traced):
+    inputs = make_inputs(2, 3, 32, 64, seed=3)
+    target = tf.constant(np.random.default_rng(4).uniform(
+        1.0, 2.0, (2, 32, 64)).astype(np.float32))
+
+    def step(recompute):
+        keras.utils.set_random_seed(7)
+        network = cas_mvsnet.CascadeMVSNet(
+            num_depths=(8, 8, 8), aggregation="variance", head="unity",
+            recompute_regularization=recompute)
+        network.build()
+
+        def loss_and_grads():
+            with tf.GradientTape() as tape:
+                outputs = network(inputs, training=True)
+                loss = tf.reduce_mean(tf.abs(outputs["depth"] - target))
+                for stage in outputs["stages"]:
+                    loss += 1e-3 * tf.reduce_mean(tf.square(stage["logits"]))
+            return loss, tape.gradient(loss, network.trainable_variables)
+
+        loss, grads = (tf.function(loss_and_grads) if traced
+                       else loss_and_grads)()
+        moving = {v.path.partition("/")[2]: v.numpy()
+                  for v in network.non_trainable_variables
+                  if "cost_regularization" in v.path}
+        return float(loss), [g.numpy() for g in grads], moving
+
+    loss, grads, moving = step(False)
+    loss_rc, grads_rc, moving_rc = step(True)
+    assert loss_rc == pytest.approx(loss, rel=1e-6)
+    assert len(grads) == len(grads_rc) and all(
+        np.abs(g).max() > 0 for g in grads[-5:])
+    for plain, recomputed in zip(grads, grads_rc):
+        np.testing.assert_allclose(recomputed, plain, rtol=1e-4, atol=1e-6)
+    # One momentum update per call, as without recomputation: the U-Nets'
+    # moving means left 0 and agree.
+    assert moving.keys() == moving_rc.keys() and any(
+        np.abs(value).max() > 1e-4 for path, value in moving.items()
+        if path.endswith("moving_mean"))
+    for path, value in moving.items():
+        np.testing.assert_allclose(moving_rc[path], value, rtol=1e-5,
+                                   atol=1e-7, err_msg=path)
 
 
 def test_rejects_bad_inputs(model):
