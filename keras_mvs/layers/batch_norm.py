@@ -67,8 +67,10 @@ class BatchNorm(keras.layers.BatchNormalization):
         if not (training and self.trainable):
             return super().call(inputs, training=False)
         outputs, means, variances = self.normalize_training(inputs, groups)
-        if not _skip_updates:
+        if _deferred is None:
             self.update_moving_statistics(means, variances)
+        else:
+            _deferred.append((self, means, variances))
         return outputs
 
     def normalize_training(self, inputs, groups=None):
@@ -149,19 +151,31 @@ class BatchNorm(keras.layers.BatchNormalization):
             + tf.reduce_sum(weights * variances, 0))
 
 
-_skip_updates = False
+_deferred = None
 
 
 @contextlib.contextmanager
-def moving_statistics_frozen():
-    """Training-mode `BatchNorm` calls made (or traced) inside this block
-    normalise with batch statistics as usual but leave the moving
-    averages alone: for a forward pass computed again to take its gradient
-    (`CascadeMVSNet(recompute_regularization=True)`), whose updates the
-    first pass already applied."""
-    global _skip_updates
-    previous, _skip_updates = _skip_updates, True
+def deferred_updates():
+    """Collects the moving-average updates instead of applying them.
+
+    Training-mode `BatchNorm` calls made (or traced) inside this block
+    normalise with batch statistics as usual and append `(layer, means,
+    variances)` to the list this yields instead of updating their moving
+    averages; `apply_updates` applies them. For a forward pass that is
+    computed again to take its gradient (`tf.recompute_grad`): the
+    statistics leave the recomputed function as outputs, and the updates
+    are applied once, after the first pass.
+    """
+    global _deferred
+    previous, _deferred = _deferred, []
     try:
-        yield
+        yield _deferred
     finally:
-        _skip_updates = previous
+        _deferred = previous
+
+
+def apply_updates(updates) -> None:
+    """Applies `(layer, means, variances)` updates of `deferred_updates`,
+    in order."""
+    for layer, means, variances in updates:
+        layer.update_moving_statistics(means, variances)

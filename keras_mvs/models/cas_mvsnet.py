@@ -81,29 +81,27 @@ def _xla_homography_warp(src_features, src_proj, ref_proj, depth_hypotheses,
 
 def _recomputed(layer, inputs):
     """`layer(inputs, training=True)`, whose activations are not kept for
-    the backward pass: the gradient runs the layer again (without a second
-    update of its BatchNorm moving averages) and differentiates that pass.
-    Training-mode BatchNorm normalises with the batch's statistics, so the
-    second pass computes the same values, and the gradient is the plain
-    call's (`tf.recompute_grad` would update the moving averages twice)."""
+    the backward pass: `tf.recompute_grad` runs the layer again there and
+    differentiates that pass. Training-mode BatchNorm normalises with the
+    batch's statistics, so the second pass computes the same values and
+    the gradient is the plain call's; the BatchNorm moving averages are
+    updated once, from the first pass's statistics, which leave the
+    recomputed function as extra outputs (`batch_norm.deferred_updates`)."""
+    calls = []
 
-    @tf.custom_gradient
     def run(inputs):
-        outputs = layer(inputs, training=True)
+        with batch_norm.deferred_updates() as updates:
+            outputs = layer(inputs, training=True)
+        calls.append(updates)
+        return [outputs] + [statistic for _, means, variances in updates
+                            for statistic in (means, variances)]
 
-        def gradient(upstream, variables=None):
-            variables = list(variables or [])
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                with batch_norm.moving_statistics_frozen():
-                    again = layer(inputs, training=True)
-            grads = tape.gradient(again, [inputs] + variables,
-                                  output_gradients=upstream)
-            return grads[0], grads[1:]
-
-        return outputs, gradient
-
-    return run(inputs)
+    outputs, *statistics = tf.recompute_grad(run)(inputs)
+    # The first call of `run` is the forward pass (the recomputation, if
+    # any, comes with the gradient); its layers, with this call's values.
+    layers = [norm for norm, _, _ in calls[0]]
+    batch_norm.apply_updates(zip(layers, statistics[0::2], statistics[1::2]))
+    return outputs
 
 
 def _check_int_triple(values: Sequence[int], name: str) -> tuple:
