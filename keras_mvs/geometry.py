@@ -461,9 +461,12 @@ def homography_warp(
         return index + 1, planes.write(
             index, sample(depth_hypotheses[:, index]))
 
+    # maximum_iterations: XLA (a whole training step compiled) needs the
+    # bound to size the loop's gradient accumulators.
     _, planes = tf.while_loop(lambda index, _: index < num_depths, body,
                               (tf.constant(0), planes),
-                              parallel_iterations=1)
+                              parallel_iterations=1,
+                              maximum_iterations=num_depths)
     return tf.transpose(planes.stack(), [1, 0, 2, 3, 4])  # [B, D, H, W, C]
 
 

@@ -266,7 +266,9 @@ class CostVolume(keras.layers.Layer):
             (tf.constant(0), sums, moving),
             shape_invariants=(tf.TensorShape([]), [invariant] * len(sums),
                               [value.shape for value in moving]),
-            parallel_iterations=1)
+            parallel_iterations=1,
+            # XLA sizes the loop's gradient accumulators with it.
+            maximum_iterations=num_sources)
         for i, norm in enumerate(norms):
             norm.moving_mean.assign(moving[2 * i])
             norm.moving_variance.assign(moving[2 * i + 1])
