@@ -437,16 +437,8 @@ def homography_warp(
         >>> volume = homography_warp(features, P, P, tf.constant([[1.0, 2.0]]))
     """
     # plane_sweep_sampler checks `sampling`, before any sampling is done.
-    src_features = _float(src_features)
-    depth_hypotheses = _float(depth_hypotheses,
-                              _matrix_dtype(src_features))
-    shape = tf.shape(src_features)
-    batch, height, width = shape[0], shape[1], shape[2]
-    if ref_offset is not None:
-        height = tf.shape(depth_hypotheses)[2]
-        width = tf.shape(depth_hypotheses)[3]
-    num_depths = tf.shape(depth_hypotheses)[1]
-    depth_hypotheses = _per_pixel(depth_hypotheses, batch, height, width)
+    src_features, depth_hypotheses, height, width, num_depths = (
+        _sweep_inputs(src_features, depth_hypotheses, ref_offset))
     sample = plane_sweep_sampler(src_features, src_proj, ref_proj, height,
                                  width, sampling, ref_offset)
 
@@ -500,17 +492,9 @@ def homography_warp_vjp(
     Returns:
         `[B, H, W, C]`, the dtype of `src_features`.
     """
-    src_features = _float(src_features)
+    src_features, depth_hypotheses, height, width, num_depths = (
+        _sweep_inputs(src_features, depth_hypotheses, ref_offset))
     upstream = tf.cast(upstream, src_features.dtype)
-    depth_hypotheses = _float(depth_hypotheses,
-                              _matrix_dtype(src_features))
-    shape = tf.shape(src_features)
-    batch, height, width = shape[0], shape[1], shape[2]
-    if ref_offset is not None:
-        height = tf.shape(depth_hypotheses)[2]
-        width = tf.shape(depth_hypotheses)[3]
-    num_depths = tf.shape(depth_hypotheses)[1]
-    depth_hypotheses = _per_pixel(depth_hypotheses, batch, height, width)
 
     def body(index, total):
         with tf.GradientTape() as tape:
@@ -528,16 +512,27 @@ def homography_warp_vjp(
     return gradient
 
 
-def _per_pixel(depth_hypotheses, batch, height, width) -> tf.Tensor:
-    """`[B, D]` or `[B, D, H, W]` hypotheses as `[B, D, H, W]`, without
-    relying on the static rank (a relaxed retrace, e.g. under XLA with
-    reduce_retracing, may lose it)."""
+def _sweep_inputs(src_features, depth_hypotheses, ref_offset):
+    """The inputs of `homography_warp` and its VJP as they sample: float
+    source features, `[B, D, h, w]` hypotheses in the matrices' dtype, and
+    the reference grid's h, w and D. `[B, D]` and `[B, D, H, W]`
+    hypotheses alike, without relying on the static rank (a relaxed
+    retrace, e.g. under XLA with reduce_retracing, may lose it)."""
+    src_features = _float(src_features)
+    depth_hypotheses = _float(depth_hypotheses,
+                              _matrix_dtype(src_features))
+    shape = tf.shape(src_features)
+    batch, height, width = shape[0], shape[1], shape[2]
+    if ref_offset is not None:
+        height = tf.shape(depth_hypotheses)[2]
+        width = tf.shape(depth_hypotheses)[3]
     num_depths = tf.shape(depth_hypotheses)[1]
-    return tf.reshape(
+    depth_hypotheses = tf.reshape(
         tf.broadcast_to(
             tf.reshape(depth_hypotheses, tf.stack([batch, num_depths, -1])),
             tf.stack([batch, num_depths, height * width])),
         tf.stack([batch, num_depths, height, width]))
+    return src_features, depth_hypotheses, height, width, num_depths
 
 
 def initial_depth_hypotheses(
