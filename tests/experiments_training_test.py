@@ -461,6 +461,27 @@ def test_global_batch_must_split_over_the_replicas(monkeypatch, tmp_path):
     assert not (tmp_path / "run").exists()  # checked before any output
 
 
+def test_the_training_step_is_traced_once(monkeypatch, tmp_path):
+    # The driver builds the optimizer before fit. Built inside the first
+    # traced step instead, its slot variables make tf.function trace the
+    # whole training graph a second time, and both graphs stay alive
+    # (about 230 MB of the default train_clmvs run's peak).
+    from keras_mvs.models import trainer as trainer_lib
+
+    traces = []
+    train_step = trainer_lib.MVSTrainer.train_step
+
+    def counting_train_step(self, data):
+        traces.append(self.optimizer.built)
+        return train_step(self, data)
+
+    monkeypatch.setattr(trainer_lib.MVSTrainer, "train_step",
+                        counting_train_step)
+    config = _config(["--smoke", "--config.train.steps=2"])
+    driver.train_and_evaluate(config, tmp_path / "run")
+    assert traces == [True], traces
+
+
 def test_time_budget_stops_after_the_budget_and_says_where(monkeypatch,
                                                            capsys):
     class Iterations:
