@@ -497,14 +497,16 @@ def write_text_model(
     model_dir: PathLike, names: Sequence[str],
     image_sizes: Sequence[Tuple[int, int]], intrinsics: np.ndarray,
     cam_from_world: np.ndarray, points: np.ndarray, visible: np.ndarray,
+    ids: Optional[Sequence[Tuple[int, int]]] = None,
 ) -> pathlib.Path:
     """Writes known cameras and points as a COLMAP text model.
 
     The inverse of `convert` for pinhole cameras: one PINHOLE camera per
     image (principal point moved by +0.5 pixel into COLMAP's convention),
-    image k with id k + 1, and each point observed where it projects in
-    the images marked in `visible`. Useful to open a scene in the COLMAP
-    GUI, and to test the conversion against exact cameras.
+    image k with id k + 1 (or `ids[k]`), and each point observed where it
+    projects in the images marked in `visible`. Useful to open a scene in
+    the COLMAP GUI, to test the conversion against exact cameras, and to
+    triangulate with known cameras.
 
     Args:
         model_dir: folder to write cameras.txt, images.txt, points3D.txt to
@@ -516,6 +518,8 @@ def write_text_model(
         points: `[N, 3]` world points.
         visible: `[N, V]` bool, which views observe each point; points seen
             by no view are left out.
+        ids: optional `(image_id, camera_id)` per view, e.g. those a COLMAP
+            database gave the images (default `(k + 1, k + 1)` for view k).
 
     Returns:
         The model folder.
@@ -539,6 +543,11 @@ def write_text_model(
             f"[N, 3] and visible [N, {num_views}]; received "
             f"{len(image_sizes)}, {intrinsics.shape}, {cam_from_world.shape}, "
             f"{points.shape}, {visible.shape}")
+    ids = ([(view + 1, view + 1) for view in range(num_views)]
+           if ids is None else [(int(i), int(c)) for i, c in ids])
+    if len(ids) != num_views:
+        raise ValueError(f"write_text_model: expected {num_views} ids, "
+                         f"received {len(ids)}")
     model_dir.mkdir(parents=True, exist_ok=True)
     keep = np.flatnonzero(visible.any(axis=1))
     tracks = {int(p): [] for p in keep}
@@ -547,18 +556,20 @@ def write_text_model(
         k, pose = intrinsics[view], cam_from_world[view]
         height, width = image_sizes[view]
         params = (k[0, 0], k[1, 1], k[0, 2] + 0.5, k[1, 2] + 0.5)
-        camera_lines.append(f"{view + 1} PINHOLE {width} {height} "
+        image_id, camera_id = ids[view]
+        camera_lines.append(f"{camera_id} PINHOLE {width} {height} "
                             + " ".join(repr(float(p)) for p in params))
         x, y, z, w = transform.Rotation.from_matrix(pose[:3, :3]).as_quat()
         numbers = " ".join(repr(float(n)) for n in (w, x, y, z, *pose[:3, 3]))
-        image_lines.append(f"{view + 1} {numbers} {view + 1} {names[view]}")
+        image_lines.append(
+            f"{image_id} {numbers} {camera_id} {names[view]}")
         observed = keep[visible[keep, view]]
         camera_points = points[observed] @ pose[:3, :3].T + pose[:3, 3]
         pixels = camera_points @ k.T
         pixels = pixels[:, :2] / pixels[:, 2:] + 0.5
         entries = []
         for index, (u, v) in enumerate(pixels):
-            tracks[int(observed[index])].append(f"{view + 1} {index}")
+            tracks[int(observed[index])].append(f"{image_id} {index}")
             entries.append(f"{float(u)!r} {float(v)!r} {observed[index] + 1}")
         image_lines.append(" ".join(entries))
     point_lines = [

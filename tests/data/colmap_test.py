@@ -89,6 +89,39 @@ def test_cameras_equal_the_originals(rendered, project):
     assert conversion.image_sizes == [(64, 96)] * NUM_VIEWS
 
 
+def test_written_model_takes_the_database_ids(rendered, tmp_path):
+    # Ids as a COLMAP database may hand them out: images and cameras
+    # numbered independently, not in view order.
+    ids = [(3, 2), (1, 3), (2, 1)]
+    points = np.array([[0.0, 0.0, 2.0], [0.1, -0.1, 2.2]])
+    model = colmap.write_text_model(
+        tmp_path / "model", ["a.png", "b.png", "c.png"], [(64, 96)] * 3,
+        rendered["intrinsics"][:3], rendered["cam_from_world"][:3], points,
+        np.array([[True, True, False], [True, False, True]]), ids=ids)
+    reconstruction = pycolmap.Reconstruction(str(model))
+    for view, (image_id, camera_id) in enumerate(ids):
+        image = reconstruction.images[image_id]
+        assert image.name == "abc"[view] + ".png"
+        assert image.camera_id == camera_id
+        np.testing.assert_allclose(
+            reconstruction.cameras[camera_id].params[:2],
+            np.diag(rendered["intrinsics"][view])[:2])
+        np.testing.assert_allclose(
+            image.cam_from_world().matrix(),
+            rendered["cam_from_world"][view][:3], atol=1e-9)
+    tracks = {point.track.elements[0].image_id
+              for point in reconstruction.points3D.values()}
+    assert tracks == {3}  # view 0 sees both points
+    seen = sorted(sorted(e.image_id for e in point.track.elements)
+                  for point in reconstruction.points3D.values())
+    assert seen == [[1, 3], [2, 3]]
+    with pytest.raises(ValueError, match="expected 3 ids"):
+        colmap.write_text_model(
+            tmp_path / "other", ["a.png", "b.png", "c.png"], [(64, 96)] * 3,
+            rendered["intrinsics"][:3], rendered["cam_from_world"][:3],
+            points, np.ones([2, 3], bool), ids=ids[:2])
+
+
 def _check_brackets(rendered: dict, conversion: colmap.ColmapConversion,
                     min_inside: float) -> None:
     for view, camera in enumerate(conversion.cameras):
