@@ -477,7 +477,10 @@ def test_the_training_step_is_traced_once(monkeypatch, tmp_path):
 
     monkeypatch.setattr(trainer_lib.MVSTrainer, "train_step",
                         counting_train_step)
-    config = _config(["--smoke", "--config.train.steps=2"])
+    monkeypatch.setattr(driver.heldout, "evaluate_heldout",
+                        lambda config, network: {})
+    config = _config(["--smoke", "--config.train.steps=2",
+                      "--config.loss.branches=('regular',)"])
     driver.train_and_evaluate(config, tmp_path / "run")
     assert traces == [True], traces
 
