@@ -74,22 +74,20 @@ def triangulate(scene_dir: pathlib.Path, work: pathlib.Path,
         print(f"matching: {time.monotonic() - start:.0f} s")
     with pycolmap.Database.open(database) as db:
         images = {image.name: image for image in db.read_all_images()}
-    ids = [(images[name].image_id, images[name].camera_id) for name in names]
-    model_dir = colmap.write_text_model(
-        work / "known_cameras", names, sizes,
-        np.stack([camera.intrinsics for camera in cameras]),
-        np.stack([camera.cam_from_world for camera in cameras]),
-        np.zeros([0, 3]), np.zeros([0, len(names)], bool), ids=ids)
-    known = pycolmap.Reconstruction(model_dir)
-    # The triangulator requires the database's cameras to be the model's
-    # (extraction guessed SIMPLE_RADIAL ones).
-    with pycolmap.Database.open(database) as db:
+        ids = [(images[name].image_id, images[name].camera_id)
+               for name in names]
+        known = pycolmap.Reconstruction(colmap.write_text_model(
+            work / "known_cameras", names, sizes,
+            np.stack([camera.intrinsics for camera in cameras]),
+            np.stack([camera.cam_from_world for camera in cameras]),
+            np.zeros([0, 3]), np.zeros([0, len(names)], bool), ids=ids))
+        # The triangulator requires the database's cameras to be the
+        # model's (extraction guessed SIMPLE_RADIAL ones).
         for camera in known.cameras.values():
             db.update_camera(camera)
     start = time.monotonic()
     reconstruction = pycolmap.triangulate_points(
-        known, database, image_dir,
-        work / "triangulated")
+        known, database, image_dir, work / "triangulated")
     print(f"triangulation: {time.monotonic() - start:.0f} s")
     points = list(reconstruction.points3D.values())
     return {
