@@ -1,6 +1,7 @@
 """BatchNorm with PyTorch's training semantics and per-view statistics."""
 
 import contextlib
+import threading
 
 import keras
 import tensorflow as tf
@@ -67,10 +68,11 @@ class BatchNorm(keras.layers.BatchNormalization):
         if not (training and self.trainable):
             return super().call(inputs, training=False)
         outputs, means, variances = self.normalize_training(inputs, groups)
-        if _deferred is None:
+        deferred = getattr(_deferred, "updates", None)
+        if deferred is None:
             self.update_moving_statistics(means, variances)
         else:
-            _deferred.append((self, means, variances))
+            deferred.append((self, means, variances))
         return outputs
 
     def normalize_training(self, inputs, groups=None):
@@ -151,7 +153,8 @@ class BatchNorm(keras.layers.BatchNormalization):
             + tf.reduce_sum(weights * variances, 0))
 
 
-_deferred = None
+# Per thread: MirroredStrategy traces each replica's step in its own thread.
+_deferred = threading.local()
 
 
 @contextlib.contextmanager
@@ -161,17 +164,18 @@ def deferred_updates():
     Training-mode `BatchNorm` calls made (or traced) inside this block
     normalise with batch statistics as usual and append `(layer, means,
     variances)` to the list this yields instead of updating their moving
-    averages; `apply_updates` applies them. For a forward pass that is
+    averages; `apply_updates` applies them. The block covers the calls of
+    its own thread only. For a forward pass that is
     computed again to take its gradient (`tf.recompute_grad`): the
     statistics leave the recomputed function as outputs, and the updates
     are applied once, after the first pass.
     """
-    global _deferred
-    previous, _deferred = _deferred, []
+    previous = getattr(_deferred, "updates", None)
+    _deferred.updates = []
     try:
-        yield _deferred
+        yield _deferred.updates
     finally:
-        _deferred = previous
+        _deferred.updates = previous
 
 
 def apply_updates(updates) -> None:

@@ -31,3 +31,37 @@ def test_groups_are_normalised_apart():
         expected = (members - members.mean(axis=(0, 1, 2))) / np.sqrt(
             members.var(axis=(0, 1, 2)) + 1e-5)
         np.testing.assert_allclose(y[group::2], expected, atol=1e-4)
+
+
+def test_deferred_updates_cover_their_own_thread_only():
+    # MirroredStrategy traces each replica in its own thread, switching
+    # between them inside a step (SyncBN's all-reduce): a replica outside
+    # `deferred_updates` must update its moving averages while another
+    # replica's thread is inside the block.
+    import threading
+
+    x = np.random.default_rng(2).normal(3.0, 1.0, (4, 2, 2, 3)).astype(
+        np.float32)
+    deferring, outside = batch_norm.BatchNorm(), batch_norm.BatchNorm()
+    for layer in (deferring, outside):
+        layer.build(x.shape)
+    inside, done = threading.Event(), threading.Event()
+    collected = []
+
+    def replica():
+        with batch_norm.deferred_updates() as updates:
+            deferring(x, training=True)
+            inside.set()
+            done.wait(10)
+        collected.extend(entry[0] for entry in updates)
+
+    thread = threading.Thread(target=replica)
+    thread.start()
+    assert inside.wait(10)
+    outside(x, training=True)  # while the other thread defers
+    done.set()
+    thread.join()
+    assert collected == [deferring]
+    np.testing.assert_allclose(np.asarray(outside.moving_mean),
+                               0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(deferring.moving_mean), 0.0)
