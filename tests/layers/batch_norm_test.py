@@ -65,3 +65,55 @@ def test_deferred_updates_cover_their_own_thread_only():
     np.testing.assert_allclose(np.asarray(outside.moving_mean),
                                0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(deferring.moving_mean), 0.0)
+
+
+def _ops(function, *args):
+    graph = function.get_concrete_function(*args).graph
+    types = {op.type for op in graph.get_operations()}
+    for fn in graph._functions.values():  # the gradient's, when traced
+        types |= {node.op for node in fn.definition.node_def}
+    return types
+
+
+def test_one_group_takes_the_fused_kernel_with_pytorchs_statistics():
+    # 5-D as the 3-D U-Nets call it: normalised with the biased variance,
+    # the moving variance updated with the unbiased one (PyTorch), and the
+    # gradient of the elementwise formulation (which a tensor `groups`
+    # still takes).
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(2.0, 3.0, (2, 4, 5, 6, 3)).astype(np.float32)
+    weights = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+    layer = batch_norm.BatchNorm()
+    layer.build(x.shape)
+    layer.gamma.assign([0.5, 1.0, 2.0])
+    layer.beta.assign([0.1, -0.2, 0.3])
+
+    def loss_and_grads(inputs, groups):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y, means, variances = layer.normalize_training(inputs, groups)
+            loss = tf.reduce_sum(tf.nn.relu(y) * weights)
+        return (y, means, variances,
+                *tape.gradient(loss, [inputs, layer.gamma, layer.beta]))
+
+    fused = tf.function(lambda v: loss_and_grads(v, None))
+    elementwise = tf.function(lambda v: loss_and_grads(v, tf.constant(1)))
+    assert "FusedBatchNormV3" in _ops(fused, x)
+    assert "FusedBatchNormV3" not in _ops(elementwise, x)
+
+    y, means, variances, *grads = fused(x)
+    mean, var = x.mean(axis=(0, 1, 2, 3)), x.var(axis=(0, 1, 2, 3))
+    expected = ((x - mean) / np.sqrt(var + 1e-5) * [0.5, 1.0, 2.0]
+                + [0.1, -0.2, 0.3])
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    n = x.size // 3
+    np.testing.assert_allclose(means, [mean], rtol=1e-5)
+    np.testing.assert_allclose(variances, [var * n / (n - 1)], rtol=1e-5)
+    for fused_value, plain in zip(grads, elementwise(x)[3:]):
+        np.testing.assert_allclose(fused_value, plain, rtol=1e-5,
+                                   atol=1e-5)
+    layer(x, training=True)  # the moving averages: 0.9 old + 0.1 batch
+    np.testing.assert_allclose(layer.moving_variance,
+                               0.9 + 0.1 * var * n / (n - 1), rtol=1e-5)
