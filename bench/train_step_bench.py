@@ -3,6 +3,7 @@
     python -m bench.train_step_bench [--repeats N] [--height H --width W]
                                      [--torch-python PYTHON|none]
                                      [--recompute] [--recompute-regularization]
+                                     [--recompute-features]
 
 Each configuration runs in a fresh subprocess so that its peak resident memory
 (ru_maxrss) is its own. Reported: median seconds per optimizer step over the
@@ -75,7 +76,8 @@ def _batch(num_views, height, width, seed=0):
 
 
 def run_one(index, mode, repeats, num_views, height, width,
-            recompute=False, recompute_regularization=False):
+            recompute=False, recompute_regularization=False,
+            recompute_features=False):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -90,7 +92,8 @@ def run_one(index, mode, repeats, num_views, height, width,
                                    xla_warp=mode == "graph_xla_warp",
                                    recompute_sources=recompute,
                                    recompute_regularization=(
-                                       recompute_regularization))
+                                       recompute_regularization),
+                                   recompute_features=recompute_features)
     trainer = trainer_lib.MVSTrainer(network, objective=objective,
                                      branches=branches, xla=mode == "xla")
     trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
@@ -139,6 +142,8 @@ def main(argv=None):
                         help="CascadeMVSNet(recompute_sources=True)")
     parser.add_argument("--recompute-regularization", action="store_true",
                         help="CascadeMVSNet(recompute_regularization=True)")
+    parser.add_argument("--recompute-features", action="store_true",
+                        help="CascadeMVSNet(recompute_features=True)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -146,7 +151,8 @@ def main(argv=None):
         print(json.dumps(run_one(int(index), mode, args.repeats,
                                  args.views, args.height, args.width,
                                  args.recompute,
-                                 args.recompute_regularization)))
+                                 args.recompute_regularization,
+                                 args.recompute_features)))
         return
     rows = []
     python, torch_note = model_bench.torch_python(args.torch_python)
@@ -171,7 +177,9 @@ def main(argv=None):
                        "--width", str(args.width)] + (
                            ["--recompute"] if args.recompute else []) + (
                            ["--recompute-regularization"]
-                           if args.recompute_regularization else [])
+                           if args.recompute_regularization else []) + (
+                           ["--recompute-features"]
+                           if args.recompute_features else [])
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)

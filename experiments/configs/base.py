@@ -63,6 +63,12 @@ def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
     # instead of keeping its activations (CascadeMVSNet
     # `recompute_regularization`; docs/memory.md).
     config.model.recompute_regularization = False
+    # In training, run the feature pyramid again in the backward pass
+    # instead of keeping its activations (CascadeMVSNet
+    # `recompute_features`). With `recompute_regularization` it brings the
+    # supervised step at 512x640 under the official code's working memory
+    # (docs/memory.md); at 128x160 neither pays.
+    config.model.recompute_features = False
     # Where the plane-sweep warp samples the source: "exact" for networks
     # trained here, "align_corners_false" for official checkpoints.
     config.model.warp_sampling = "exact"

@@ -79,29 +79,33 @@ def _xla_homography_warp(src_features, src_proj, ref_proj, depth_hypotheses,
     return warp(src_features)
 
 
-def _recomputed(layer, inputs):
-    """`layer(inputs, training=True)`, whose activations are not kept for
-    the backward pass: `tf.recompute_grad` runs the layer again there and
-    differentiates that pass. Training-mode BatchNorm normalises with the
-    batch's statistics, so the second pass computes the same values and
-    the gradient is the plain call's; the BatchNorm moving averages are
-    updated once, from the first pass's statistics, which leave the
-    recomputed function as extra outputs (`batch_norm.deferred_updates`)."""
-    calls = []
+def _recomputed(layer, inputs, **kwargs):
+    """`layer(inputs, training=True, **kwargs)` (a tensor or a list of
+    tensors), whose activations are not kept for the backward pass:
+    `tf.recompute_grad` runs the layer again there and differentiates that
+    pass. Training-mode BatchNorm normalises with the batch's statistics,
+    so the second pass computes the same values and the gradient is the
+    plain call's; the BatchNorm moving averages are updated once, from the
+    first pass's statistics, which leave the recomputed function as extra
+    outputs (`batch_norm.deferred_updates`)."""
+    calls, num_outputs = [], []
 
     def run(inputs):
         with batch_norm.deferred_updates() as updates:
-            outputs = layer(inputs, training=True)
+            outputs = layer(inputs, training=True, **kwargs)
         calls.append(updates)
-        return [outputs] + [statistic for _, means, variances in updates
-                            for statistic in (means, variances)]
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        num_outputs.append(len(outputs))
+        return outputs + [statistic for _, means, variances in updates
+                          for statistic in (means, variances)]
 
-    outputs, *statistics = tf.recompute_grad(run)(inputs)
+    results = tf.recompute_grad(run)(inputs)
     # The first call of `run` is the forward pass (the recomputation, if
     # any, comes with the gradient); its layers, with this call's values.
+    outputs, statistics = results[:num_outputs[0]], results[num_outputs[0]:]
     layers = [norm for norm, _, _ in calls[0]]
     batch_norm.apply_updates(zip(layers, statistics[0::2], statistics[1::2]))
-    return outputs
+    return outputs if num_outputs[0] > 1 else outputs[0]
 
 
 def _check_int_triple(values: Sequence[int], name: str) -> tuple:
@@ -182,6 +186,12 @@ class CascadeMVSNet(keras.Model):
             again there (its BatchNorm moving averages updated once, by
             the first pass): less memory, one more U-Net forward per stage.
             Same gradients. No effect at inference.
+        recompute_features: in training, keep none of the feature
+            pyramid's activations for the backward pass but run it again
+            there (BatchNorm as `recompute_regularization`): less memory
+            at high resolution, where the full-resolution levels of every
+            view add up; one more pyramid forward per step. Same
+            gradients. No effect at inference.
         **kwargs: forwarded to `keras.Model`.
 
     Call arguments:
@@ -231,6 +241,7 @@ class CascadeMVSNet(keras.Model):
         sync_batchnorm: bool = False,
         recompute_sources: bool = False,
         recompute_regularization: bool = False,
+        recompute_features: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -287,7 +298,8 @@ class CascadeMVSNet(keras.Model):
                 f"`xla_warp` must be a bool. Received: xla_warp={xla_warp!r}")
         for name, value in (
                 ("recompute_sources", recompute_sources),
-                ("recompute_regularization", recompute_regularization)):
+                ("recompute_regularization", recompute_regularization),
+                ("recompute_features", recompute_features)):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` must be a bool. Received: "
                                  f"{name}={value!r}")
@@ -301,6 +313,7 @@ class CascadeMVSNet(keras.Model):
         self.sync_batchnorm = sync_batchnorm
         self.recompute_sources = recompute_sources
         self.recompute_regularization = recompute_regularization
+        self.recompute_features = recompute_features
         # Inference builds the cost volume plane by plane
         # (`CostVolume.aggregate_planes`); False: source by source as in
         # training (`CostVolume.accumulate`), for the tests that compare
@@ -449,8 +462,12 @@ class CascadeMVSNet(keras.Model):
         num_views, height, width = shape[1], shape[2], shape[3]
         if training:
             folded = tf.reshape(images, tf.stack([-1, height, width, 3]))
-            features = self.feature_pyramid(folded, training=training,
-                                            views=num_views)
+            if self.recompute_features:
+                features = _recomputed(self.feature_pyramid, folded,
+                                       views=num_views)
+            else:
+                features = self.feature_pyramid(folded, training=training,
+                                                views=num_views)
         else:
             features = self._features_view_by_view(images)
         return self._cascade(features, inputs, training)
@@ -719,5 +736,6 @@ class CascadeMVSNet(keras.Model):
             "sync_batchnorm": self.sync_batchnorm,
             "recompute_sources": self.recompute_sources,
             "recompute_regularization": self.recompute_regularization,
+            "recompute_features": self.recompute_features,
         })
         return config

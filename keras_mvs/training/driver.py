@@ -90,6 +90,7 @@ def build_network(config: ml_collections.ConfigDict,
         sync_batchnorm=model.sync_batchnorm and num_replicas > 1,
         recompute_sources=model.recompute_sources,
         recompute_regularization=model.recompute_regularization,
+        recompute_features=model.recompute_features,
     )
 
 

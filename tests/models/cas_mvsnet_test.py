@@ -323,14 +323,19 @@ def test_xla_forward_matches_graph(model):
     ({"input_normalization": "standard"}, "input_normalization"),
     ({"xla_warp": "yes"}, "xla_warp"),
     ({"recompute_regularization": 1}, "recompute_regularization"),
+    ({"recompute_features": "no"}, "recompute_features"),
 ])
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=f"{match}.*Received"):
         cas_mvsnet.CascadeMVSNet(**kwargs)
 
 
-@pytest.mark.parametrize("traced", [False, True])
-def test_recomputed_regularization_same_gradients_and_statistics(traced):
+@pytest.mark.parametrize("flag, part, traced", [
+    ("recompute_regularization", "cost_regularization", False),
+    ("recompute_regularization", "cost_regularization", True),
+    ("recompute_features", "feature_pyramid", True),
+])
+def test_recomputed_layers_same_gradients_and_statistics(flag, part, traced):
     inputs = make_inputs(2, 3, 32, 64, seed=3)
     target = tf.constant(np.random.default_rng(4).uniform(
         1.0, 2.0, (2, 32, 64)).astype(np.float32))
@@ -339,7 +344,7 @@ def test_recomputed_regularization_same_gradients_and_statistics(traced):
         keras.utils.set_random_seed(7)
         network = cas_mvsnet.CascadeMVSNet(
             num_depths=(8, 8, 8), aggregation="variance", head="unity",
-            recompute_regularization=recompute)
+            **{flag: recompute})
         network.build()
 
         def loss_and_grads():
@@ -354,7 +359,7 @@ def test_recomputed_regularization_same_gradients_and_statistics(traced):
                        else loss_and_grads)()
         moving = {v.path.partition("/")[2]: v.numpy()
                   for v in network.non_trainable_variables
-                  if "cost_regularization" in v.path}
+                  if part in v.path}
         return float(loss), [g.numpy() for g in grads], moving
 
     loss, grads, moving = step(False)
@@ -364,8 +369,8 @@ def test_recomputed_regularization_same_gradients_and_statistics(traced):
         np.abs(g).max() > 0 for g in grads[-5:])
     for plain, recomputed in zip(grads, grads_rc):
         np.testing.assert_allclose(recomputed, plain, rtol=1e-4, atol=1e-6)
-    # One momentum update per call, as without recomputation: the U-Nets'
-    # moving means left 0 and agree.
+    # One momentum update per call (per view in the pyramid), as without
+    # recomputation: the recomputed layers' moving means left 0 and agree.
     assert moving.keys() == moving_rc.keys() and any(
         np.abs(value).max() > 1e-4 for path, value in moving.items()
         if path.endswith("moving_mean"))
