@@ -129,17 +129,15 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     def _fused_applies(self, x, groups) -> bool:
         """Whether TensorFlow's fused kernel computes this call's moments:
-        one group, a 4-D or 5-D input, statistics of this replica only."""
+        one group, a 4-D or 5-D input, and a layer that is not
+        synchronized. A synchronized layer keeps the two-pass formulation
+        on one device too, so one device and N replicas of a SyncBN
+        network round alike (the kernel's moments are as accurate, but
+        its rounding differs: tests/models/trainer_test.py)."""
         if groups is not None and not (isinstance(groups, int)
                                        and groups == 1):
             return False  # a tensor G (the views) may exceed 1
-        if len(x.shape) not in (4, 5):
-            return False
-        if self.synchronized:
-            context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                return False
-        return True
+        return len(x.shape) in (4, 5) and not self.synchronized
 
     def _normalize_fused(self, x):
         """`normalize_training` with one group, by `FusedBatchNormV3`.

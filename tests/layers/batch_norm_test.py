@@ -102,6 +102,11 @@ def test_one_group_takes_the_fused_kernel_with_pytorchs_statistics():
     elementwise = tf.function(lambda v: loss_and_grads(v, tf.constant(1)))
     assert "FusedBatchNormV3" in _ops(fused, x)
     assert "FusedBatchNormV3" not in _ops(elementwise, x)
+    # A SyncBN layer keeps the two-pass formulation on one device too.
+    synced = batch_norm.BatchNorm(synchronized=True)
+    synced.build(x.shape)
+    assert "FusedBatchNormV3" not in _ops(
+        tf.function(lambda v: synced.normalize_training(v)), x)
 
     y, means, variances, *grads = fused(x)
     mean, var = x.mean(axis=(0, 1, 2, 3)), x.var(axis=(0, 1, 2, 3))
