@@ -385,3 +385,22 @@ def test_incremental_mapper_alone_never_runs_global(monkeypatch, tmp_path):
     assert (model.num_reg_images(), mapper, attempts) == (10, "incremental",
                                                           2)
     assert "global" not in [c[0] for c in calls]
+
+
+def test_global_model_not_vouched_for_by_a_short_arc(monkeypatch, tmp_path):
+    # The incremental model holds 6 of the 16 views: the global model
+    # agrees with it there (the same frame), but 6 views cannot check the
+    # other 10, so the incremental model stays, with a warning.
+    def same_frame(ring):
+        return _Model({n: 2.0 * np.asarray(c) + 1.0 for n, c in ring.items()})
+
+    _fake_mapping(monkeypatch, [6, 5, 6], same_frame)
+    (model, mapper, _, disagreement), lines = _run_map(tmp_path)
+    assert (model.num_reg_images(), mapper) == (6, "incremental")
+    assert disagreement == pytest.approx(0, abs=1e-9)
+    assert any("holds only 6 of the 16, too few to check it" in line
+               for line in lines)
+    # 8 of 16 (half) vouch for it.
+    _fake_mapping(monkeypatch, [8, 5, 6], same_frame)
+    (model, mapper, _, _), _ = _run_map(tmp_path / "b")
+    assert (model.num_reg_images(), mapper) == (16, "global")
