@@ -75,6 +75,11 @@ def _batch(num_views, height, width, seed=0):
     return batch
 
 
+# The child's flags, in `run_one`'s order (the parent passes them on).
+RECOMPUTE_FLAGS = ("recompute", "recompute_regularization",
+                   "recompute_features")
+
+
 def run_one(index, mode, repeats, num_views, height, width,
             recompute=False, recompute_regularization=False,
             recompute_features=False):
@@ -150,9 +155,8 @@ def main(argv=None):
         index, mode = args.child.split(":")
         print(json.dumps(run_one(int(index), mode, args.repeats,
                                  args.views, args.height, args.width,
-                                 args.recompute,
-                                 args.recompute_regularization,
-                                 args.recompute_features)))
+                                 *(getattr(args, flag)
+                                   for flag in RECOMPUTE_FLAGS))))
         return
     rows = []
     python, torch_note = model_bench.torch_python(args.torch_python)
@@ -174,12 +178,9 @@ def main(argv=None):
                        "--child", f"{index}:{mode}",
                        "--repeats", str(args.repeats), "--views",
                        str(args.views), "--height", str(args.height),
-                       "--width", str(args.width)] + (
-                           ["--recompute"] if args.recompute else []) + (
-                           ["--recompute-regularization"]
-                           if args.recompute_regularization else []) + (
-                           ["--recompute-features"]
-                           if args.recompute_features else [])
+                       "--width", str(args.width)] + [
+                           "--" + flag.replace("_", "-")
+                           for flag in RECOMPUTE_FLAGS if getattr(args, flag)]
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
