@@ -88,24 +88,24 @@ def _recomputed(layer, inputs, **kwargs):
     plain call's; the BatchNorm moving averages are updated once, from the
     first pass's statistics, which leave the recomputed function as extra
     outputs (`batch_norm.deferred_updates`)."""
-    calls, num_outputs = [], []
+    calls = []  # per call of `run`: (its BatchNorm updates, output count)
 
     def run(inputs):
         with batch_norm.deferred_updates() as updates:
             outputs = layer(inputs, training=True, **kwargs)
-        calls.append(updates)
         outputs = outputs if isinstance(outputs, list) else [outputs]
-        num_outputs.append(len(outputs))
+        calls.append((updates, len(outputs)))
         return outputs + [statistic for _, means, variances in updates
                           for statistic in (means, variances)]
 
     results = tf.recompute_grad(run)(inputs)
     # The first call of `run` is the forward pass (the recomputation, if
     # any, comes with the gradient); its layers, with this call's values.
-    outputs, statistics = results[:num_outputs[0]], results[num_outputs[0]:]
-    layers = [norm for norm, _, _ in calls[0]]
-    batch_norm.apply_updates(zip(layers, statistics[0::2], statistics[1::2]))
-    return outputs if num_outputs[0] > 1 else outputs[0]
+    updates, count = calls[0]
+    outputs, statistics = results[:count], results[count:]
+    batch_norm.apply_updates(zip([norm for norm, _, _ in updates],
+                                 statistics[0::2], statistics[1::2]))
+    return outputs if count > 1 else outputs[0]
 
 
 def _check_int_triple(values: Sequence[int], name: str) -> tuple:
