@@ -44,6 +44,7 @@ from keras_mvs.training import backup
 from keras_mvs.training import callbacks
 from keras_mvs.training import distribute
 from keras_mvs.training import heldout
+from keras_mvs.training import optimizers
 from keras_mvs.training import warm_start
 
 # === Data ===
@@ -124,7 +125,7 @@ def build_trainer(config: ml_collections.ConfigDict,
     )
     # jit_compile stays False: XLA over MirroredStrategy crashes
     # (TF_NOTES.md 2.2); --xla compiles inside the step instead.
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate),
+    trainer.compile(optimizer=optimizers.Adam(learning_rate),
                     jit_compile=False)
     return trainer
 
