@@ -54,6 +54,8 @@ import subprocess
 import sys
 import time
 
+from keras_mvs import malloc
+
 DEFAULT_SIZES = "128x160,256x320,512x640"
 TORCH_REFERENCE = (pathlib.Path(__file__).resolve().parents[1] / "tools"
                    / "torch_reference.py")
@@ -244,6 +246,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.child is not None:
         size, mode = args.child.split(":")
+        # As the commands run the network (keras_mvs/malloc.py).
+        malloc.limit_arenas()
         print(json.dumps(run_one(size, mode, args.repeats, args.views,
                                  args.budget, args.aggregation,
                                  args.memory_budget_gb)))

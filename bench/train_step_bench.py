@@ -32,6 +32,7 @@ import sys
 import time
 
 from bench import model_bench
+from keras_mvs import malloc
 
 CONFIGS = (
     # name, objective, aggregation, head, branches
@@ -83,12 +84,12 @@ RECOMPUTE_FLAGS = ("recompute", "recompute_regularization",
 def run_one(index, mode, repeats, num_views, height, width,
             recompute=False, recompute_regularization=False,
             recompute_features=False):
-    import keras
     import numpy as np
     import tensorflow as tf
 
     from keras_mvs import models
     from keras_mvs.models import trainer as trainer_lib
+    from keras_mvs.training import optimizers
 
     name, objective, aggregation, head, branches = CONFIGS[index]
     batch = {k: tf.constant(v) for k, v in
@@ -101,7 +102,7 @@ def run_one(index, mode, repeats, num_views, height, width,
                                    recompute_features=recompute_features)
     trainer = trainer_lib.MVSTrainer(network, objective=objective,
                                      branches=branches, xla=mode == "xla")
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
+    trainer.compile(optimizer=optimizers.Adam(1e-4), jit_compile=False)
     trainer(trainer_lib.network_inputs(batch))
     # As `fit` does before its first step: building the optimizer's slots
     # inside the traced step instead costs ~140-230 MB of resident memory
@@ -153,6 +154,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.child is not None:
         index, mode = args.child.split(":")
+        # As the commands run the network (keras_mvs/malloc.py).
+        malloc.limit_arenas()
         print(json.dumps(run_one(int(index), mode, args.repeats,
                                  args.views, args.height, args.width,
                                  *(getattr(args, flag)

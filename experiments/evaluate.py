@@ -25,6 +25,7 @@ from typing import Optional
 from typing import Sequence
 
 from keras_mvs import console
+from keras_mvs import malloc
 
 
 def _at_least_two(text: str) -> int:
@@ -75,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    malloc.limit_arenas()
     console.quiet_tensorflow([] if not args.verbose else ["--verbose"])
     from keras_mvs import evaluation
     from keras_mvs import files

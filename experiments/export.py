@@ -16,6 +16,7 @@ from typing import Optional
 from typing import Sequence
 
 from keras_mvs import console
+from keras_mvs import malloc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -30,6 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's log messages")
     args = parser.parse_args(argv)
+    malloc.limit_arenas()
     console.quiet_tensorflow(["--verbose"] if args.verbose else [])
     from keras_mvs import export
     from keras_mvs import inference

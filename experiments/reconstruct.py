@@ -19,12 +19,14 @@ from typing import Optional
 from typing import Sequence
 
 from keras_mvs import console
+from keras_mvs import malloc
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the process exit status."""
     # TensorFlow (imported by keras_mvs) without its log noise unless
     # --verbose.
+    malloc.limit_arenas()
     console.quiet_tensorflow(argv)
     from keras_mvs.reconstruct import command
 

@@ -16,6 +16,7 @@ from typing import Optional
 from typing import Sequence
 
 from keras_mvs import console
+from keras_mvs import malloc
 
 CONFIG = pathlib.Path(__file__).parent / "configs" / "unimvs.py"
 
@@ -23,6 +24,7 @@ CONFIG = pathlib.Path(__file__).parent / "configs" / "unimvs.py"
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Before TensorFlow is imported (by keras_mvs.training.cli).
+    malloc.limit_arenas()
     console.quiet_tensorflow(argv)
     from keras_mvs.training import cli
 
