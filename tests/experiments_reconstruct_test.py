@@ -12,6 +12,7 @@ from experiments import reconstruct as cli
 from keras_mvs import files
 from keras_mvs.data import colmap
 from keras_mvs.data import scene as scene_lib
+from keras_mvs.data.formats import pfm
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +227,27 @@ def test_savedmodel(scene_dir, tiny_model, tmp_path, capsys):
     assert summary["settings"]["num_depths"] == [8, 8, 8]
     assert summary["settings"]["num_depths_known"]
     assert not list((tmp_path / "c" / "confidence").glob("*_stage1.pfm"))
+
+
+def test_xla_warp_flag(scene_dir, tiny_model, tmp_path, capsys):
+    """The default compiles the warp with XLA, plane by plane: the same
+    depth maps as plain TensorFlow (`--no-xla-warp`), up to the compiled
+    warp's round-off."""
+    depths = {}
+    for flag in ("--xla-warp", "--no-xla-warp"):
+        out = tmp_path / flag
+        assert cli.main(["--scene", str(scene_dir), "--model",
+                         str(tiny_model), "--out", str(out), "--views", "3",
+                         "--conf", "0", "--min-consistent-views", "1",
+                         "--quiet", flag]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["settings"]["xla_warp"] is (flag == "--xla-warp")
+        depths[flag] = [pfm.read_pfm(path) for path in
+                        sorted((out / "depth").glob("*.pfm"))]
+    capsys.readouterr()
+    assert len(depths["--xla-warp"]) >= 6
+    compiled = np.stack(depths["--xla-warp"])
+    plain = np.stack(depths["--no-xla-warp"])
+    assert np.isfinite(plain).all() and plain.std() > 0
+    close = np.isclose(compiled, plain, rtol=1e-4, atol=1e-3)
+    assert close.mean() > 0.999

@@ -1,6 +1,7 @@
 """Tests of keras_mvs.reconstruct on a tiny synthetic scene."""
 
 import argparse
+import dataclasses
 import json
 import shutil
 
@@ -344,6 +345,23 @@ def test_working_memory_model_bounds_the_bench():
         estimate = reconstruct.estimate_working_bytes(
             height, width, 5, TINY_SHAPE) / 2**20
         assert megabytes <= estimate <= 1.02 * megabytes, (height, estimate)
+
+
+def test_the_xla_model_bounds_the_xla_bench():
+    # The compiled warp's working memory in the same bench run
+    # (planning.XLA_CHECK_POINTS, 128x160 to 1152x1600): under the XLA
+    # estimate, and over the plain estimate up to 512x640 (so the overhead
+    # is needed), within 30 %.
+    xla_shape = dataclasses.replace(TINY_SHAPE, xla_warp=True)
+    exceeded = 0
+    for (height, width), megabytes in (
+            reconstruct.planning.XLA_CHECK_POINTS.items()):
+        estimate = reconstruct.estimate_working_bytes(
+            height, width, 5, xla_shape) / 2**20
+        assert megabytes <= estimate <= 1.3 * megabytes, (height, estimate)
+        exceeded += megabytes > reconstruct.estimate_working_bytes(
+            height, width, 5, TINY_SHAPE) / 2**20
+    assert exceeded == 3
 
 
 def test_the_tiled_model_bounds_the_tiled_bench():

@@ -172,7 +172,10 @@ class CascadeMVSNet(keras.Model):
         xla_warp: compile `geometry.homography_warp` with XLA: the same
             function, 4-5x faster on CPU, but compiled anew for every input
             shape, and it needs a TensorFlow runtime with the XLA JIT (the
-            standard builds have it). Off by default.
+            standard builds have it). In training it warps each source's
+            whole volume; at inference one plane at a time inside the
+            plane-by-plane cost volume, so it keeps that path's memory.
+            Off by default; `reconstruct` switches it on (`--xla-warp`).
         sync_batchnorm: in training, compute every BatchNorm's batch
             statistics over all replicas of the distribution strategy
             (SyncBN, as the reference multi-GPU training) rather than per
@@ -556,7 +559,7 @@ class CascadeMVSNet(keras.Model):
                                **warp_options)
 
             regularization = self.cost_regularization[stage]
-            if training or self.xla_warp or not self._aggregate_by_plane:
+            if training or not self._aggregate_by_plane:
                 # One source at a time: the warped volumes of all sources
                 # never exist at once.
                 cost = self.cost_aggregation[stage].accumulate(
@@ -629,6 +632,13 @@ class CascadeMVSNet(keras.Model):
         src_projections = tf.transpose(projections[:, 1:], [1, 0, 2, 3])
 
         def sample_plane(index, source):
+            if self.xla_warp:
+                # The compiled warp of one plane: as fast per plane as the
+                # compiled warp of the whole volume, in one plane's memory.
+                return _compiled_warp(
+                    sources[source], src_projections[source],
+                    projections[:, 0], hypotheses[:, index:index + 1],
+                    sampling=self.warp_sampling, **warp_options)[:, 0]
             sample = geometry.plane_sweep_sampler(
                 sources[source], src_projections[source], projections[:, 0],
                 height, width, self.warp_sampling, **warp_options)

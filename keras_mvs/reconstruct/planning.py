@@ -56,12 +56,15 @@ class NetworkShape:
         feature_channels: feature channels per stage, coarse to fine.
         num_depths_base: N0, the base interval's divisor.
         known: False when the values are assumed defaults (SavedModels).
+        xla_warp: the network compiles its warp with XLA (a Keras network's
+            `xla_warp`), which adds XLA_WARP_OVERHEAD_BYTES.
     """
 
     num_depths: Tuple[int, ...]
     feature_channels: Tuple[int, ...]
     num_depths_base: int
     known: bool
+    xla_warp: bool = False
 
 
 def network_shape(predictor: inference.Predictor) -> NetworkShape:
@@ -89,7 +92,8 @@ def network_shape(predictor: inference.Predictor) -> NetworkShape:
             feature_channels=(4 * base, 2 * base, base),
             num_depths_base=int(config.get("num_depths_base",
                                            DEFAULT_NUM_DEPTHS_BASE)),
-            known=True)
+            known=True,
+            xla_warp=bool(getattr(network, "xla_warp", False)))
     base = _DEFAULT_BASE_CHANNELS
     return NetworkShape(num_depths=_DEFAULT_NUM_DEPTHS,
                         feature_channels=(4 * base, 2 * base, base),
@@ -158,13 +162,20 @@ def estimate_cost_volume_bytes(
 # FIT_POINTS 143, 298 and 939 MB, VOLUME_FACTOR 4.77, 90 MB overhead, 4038
 # MB at 1152x1600.
 # Not measured: other D, C and V (they enter only through the volume and
-# feature terms), the other aggregations and `xla_warp=True`, which builds
-# the cost volume source by source (`CostVolume.accumulate`) and needs
-# about twice as much as the plane-by-plane path did before the in-loop
-# conv0 (1843 MB at 512x640 with variance aggregation).
+# feature terms) and the other aggregations. `xla_warp=True` (reconstruct's
+# default) runs the same plane-by-plane path with each plane's warp
+# compiled. The same bench run (1-min load ~4) measured with
+# `--modes graph,graph_xla_warp`: XLA_CHECK_POINTS; the compiled warps
+# add 34-72 MB up to 512x640, so the XLA estimate adds
+# XLA_WARP_OVERHEAD_BYTES to the plain one, which bounds each point
+# (tests/reconstruct_test.py); the plain path measured 184, 240, 541 and
+# 2307 MB in that run, under FIT_POINTS.
 FIT_POINTS = {(128, 160): 195, (256, 320): 271, (512, 640): 579}
 VOLUME_FACTOR = 2.02
 WORKING_OVERHEAD_BYTES = 170 * 2**20
+XLA_CHECK_POINTS = {(128, 160): 229, (256, 320): 296, (512, 640): 613,
+                    (1152, 1600): 2450}
+XLA_WARP_OVERHEAD_BYTES = 60 * 2**20
 # Tiled, the same terms fall short: `python -m bench.model_bench --sizes
 # 1152x1600 --modes graph --repeats 1 --budget 1 --memory-budget-gb 2
 # --torch-python none` ran 4 windows of 800x1024 in 1879 MB working where
@@ -198,7 +209,8 @@ def estimate_working_bytes(
 
     Returns:
         The FPN features of the whole images plus the cascade over the
-        window, plus TILING_OVERHEAD_BYTES when tiled (see the module
+        window, plus TILING_OVERHEAD_BYTES when tiled and
+        XLA_WARP_OVERHEAD_BYTES with the compiled warp (see the module
         constants).
     """
     features = 4 * batch_size * num_views * height * width * sum(
@@ -208,7 +220,8 @@ def estimate_working_bytes(
     cascade = WORKING_OVERHEAD_BYTES + 4 * batch_size * h * w * (
         VOLUME_FACTOR * _largest_volume_floats(shape))
     tiling = 0 if window is None else TILING_OVERHEAD_BYTES
-    return int(features + cascade + tiling)
+    compiled = XLA_WARP_OVERHEAD_BYTES if shape.xla_warp else 0
+    return int(features + cascade + tiling + compiled)
 
 
 @dataclasses.dataclass(frozen=True)
