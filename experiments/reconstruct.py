@@ -8,6 +8,7 @@
         [--max-height H] [--max-width W] [--views V] [--num-depths 48,32,8]
         [--filter pcd|dypcd|PRESET] [--conf C | --conf C1,C2,C3]
         [--min-consistent-views N] [--images DIR] [--memory-budget-gb G]
+        [--no-xla-warp]
         [--gt-ply GT.ply|POINTS.npz [--threshold T] [--max-distance D]]
         [--render VIEW.png] [--overwrite] [--quiet] [--verbose]
 
