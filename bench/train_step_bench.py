@@ -115,6 +115,9 @@ def run_one(index, mode, repeats, num_views, height, width,
     step(batch)  # trace (and compile with XLA)
     first = time.perf_counter() - start
     first_working = model_bench.peak_rss_mb() - rss_before
+    # As the training driver does after its first step
+    # (callbacks.ReleaseMemoryAfterFirstStep).
+    malloc.release_free_memory()
     model_bench.reset_peak_rss()
     tf.config.experimental.reset_memory_stats("CPU:0")
     times, cpu_times = [], []

@@ -12,6 +12,12 @@ the user's choice and is left alone. Elsewhere than glibc, nothing happens.
 
     from keras_mvs import malloc
     malloc.limit_arenas()   # first thing in a command's main()
+
+`release_free_memory()` hands the free memory malloc holds back to the
+system (glibc's `malloc_trim`). The training driver calls it once, after
+the first step: building and optimising the traced step and compiling the
+XLA warps free far more than the later steps reuse (at 128x160, 45 MB of
+the supervised step's working memory).
 """
 
 import ctypes
@@ -25,6 +31,19 @@ _M_ARENA_MAX = -8
 ARENAS = 2
 
 
+def _glibc():
+    """The C library when it is glibc, else None."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    # gnu_get_libc_version exists in glibc only.
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
+
+
 def limit_arenas(count: int = ARENAS) -> bool:
     """Limits glibc malloc to `count` arenas; returns whether it was set.
 
@@ -36,14 +55,16 @@ def limit_arenas(count: int = ARENAS) -> bool:
                          f"count={count}")
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        # gnu_get_libc_version exists in glibc only.
-        if not hasattr(libc, "gnu_get_libc_version"):
-            return False
-        return bool(libc.mallopt(_M_ARENA_MAX, count))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, count))
+
+
+def release_free_memory() -> bool:
+    """Returns malloc's free memory to the system; whether any was.
+
+    Free chunks inside the heap are released page by page, so this also
+    helps when live allocations sit above them. Nothing happens elsewhere
+    than glibc.
+    """
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))

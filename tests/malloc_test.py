@@ -72,3 +72,50 @@ def test_the_users_setting_is_kept():
 def test_count_is_checked():
     with pytest.raises(ValueError, match="at least 1"):
         malloc.limit_arenas(0)
+
+
+# 200 MB in 10 kB blocks from the heap, all freed but the last (which keeps
+# the heap from shrinking by itself); resident MB before and after.
+_RELEASE = """
+import ctypes, ctypes.util, os, sys
+from keras_mvs import malloc
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+def resident_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+blocks = [libc.malloc(10_000) for _ in range(20_000)]
+for block in blocks:
+    libc.memset(block, 1, 10_000)
+for block in blocks[:-1]:
+    libc.free(block)
+before = resident_mb()
+released = malloc.release_free_memory()
+print(released, before, resident_mb())
+"""
+
+
+@pytest.mark.skipif(not _GLIBC, reason="glibc only")
+def test_release_returns_freed_heap_memory():
+    out = subprocess.run([sys.executable, "-c", _RELEASE],
+                         capture_output=True, text=True, check=True)
+    released, before, after = out.stdout.split()
+    print(f"resident {float(before):.0f} -> {float(after):.0f} MB")
+    assert released == "True"
+    assert float(before) - float(after) > 150
+
+
+def test_training_releases_once_after_the_first_step(monkeypatch):
+    from keras_mvs.training import callbacks
+
+    calls = []
+    monkeypatch.setattr(malloc, "release_free_memory",
+                        lambda: calls.append(1) or True)
+    callback = callbacks.ReleaseMemoryAfterFirstStep()
+    for batch in range(3):
+        callback.on_train_batch_end(batch)
+    assert calls == [1] and callback.released is True

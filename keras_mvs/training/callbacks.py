@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from keras_mvs import console
 from keras_mvs import files
+from keras_mvs import malloc
 from keras_mvs.models import trainer as trainer_lib
 
 
@@ -88,6 +89,23 @@ class StopOnNaN(keras.callbacks.Callback):
             print(f"\nNon-finite loss ({self.value}) at step "
                   f"{self.failed_step}: training stopped.", file=sys.stderr)
             self.model.stop_training = True
+
+
+class ReleaseMemoryAfterFirstStep(keras.callbacks.Callback):
+    """Returns the memory freed while the first step was built to the system.
+
+    The first step traces, optimises and compiles the training graph; the
+    memory that work frees stays with malloc, and the later steps reuse
+    little of it (`keras_mvs.malloc.release_free_memory`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.released = None  # whether memory was returned, after step 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.released is None:
+            self.released = malloc.release_free_memory()
 
 
 class TimeBudget(keras.callbacks.Callback):

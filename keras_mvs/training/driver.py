@@ -229,6 +229,7 @@ def _fit(config, trainer, dataset, first_batch, workdir, steps,
     nan_guard = callbacks.StopOnNaN(trainer.network)
     run_callbacks = [
         nan_guard,
+        callbacks.ReleaseMemoryAfterFirstStep(),
         callbacks.GuardedBackup(nan_guard, str(workdir / "backup"),
                                 save_freq="epoch", double_checkpoint=True,
                                 delete_checkpoint=False),
