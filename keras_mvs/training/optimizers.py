@@ -42,7 +42,8 @@ class Adam(keras.optimizers.Adam):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # The current `apply` call's shared scalars, per dtype.
+        # The current `apply` call's scalars (learning rate, beta powers,
+        # betas, epsilon), shared by its variables, per dtype.
         self._step_scalars = {}
 
     def apply(self, grads, trainable_variables=None):
@@ -55,10 +56,14 @@ class Adam(keras.optimizers.Adam):
     def _scalars(self, learning_rate, dtype):
         if dtype not in self._step_scalars:
             step = tf.cast(self.iterations + 1, dtype)
-            self._step_scalars[dtype] = (
-                tf.cast(learning_rate, dtype),
-                tf.pow(tf.cast(self.beta_1, dtype), step),
-                tf.pow(tf.cast(self.beta_2, dtype), step))
+            beta_1 = tf.cast(self.beta_1, dtype)
+            beta_2 = tf.cast(self.beta_2, dtype)
+            self._step_scalars[dtype] = dict(
+                lr=tf.cast(learning_rate, dtype),
+                beta1_power=tf.pow(beta_1, step),
+                beta2_power=tf.pow(beta_2, step),
+                beta1=beta_1, beta2=beta_2,
+                epsilon=tf.cast(self.epsilon, dtype))
         return self._step_scalars[dtype]
 
     def update_step(self, gradient, variable, learning_rate):
@@ -66,14 +71,10 @@ class Adam(keras.optimizers.Adam):
                 or isinstance(gradient, tf.IndexedSlices)):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        lr, beta_1_power, beta_2_power = self._scalars(learning_rate, dtype)
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle,
             m=self._momentums[index].value.handle,
             v=self._velocities[index].value.handle,
-            beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr,
-            beta1=tf.cast(self.beta_1, dtype),
-            beta2=tf.cast(self.beta_2, dtype),
-            epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(gradient, dtype))
+            grad=tf.cast(gradient, dtype),
+            **self._scalars(learning_rate, dtype))
