@@ -1,8 +1,7 @@
 """keras_mvs.malloc: the commands' arena limit."""
 
-import ctypes
-import ctypes.util
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -10,8 +9,9 @@ import pytest
 
 from keras_mvs import malloc
 
-_GLIBC = hasattr(ctypes.CDLL(ctypes.util.find_library("c")),
-                 "gnu_get_libc_version")
+_GLIBC = malloc._glibc() is not None
+# The subprocesses import `bench` from the repository root.
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # 16 threads allocate at once; then glibc's malloc_info XML is read, which
 # has one <heap> element per arena.
@@ -77,16 +77,13 @@ def test_count_is_checked():
 # 200 MB in 10 kB blocks from the heap, all freed but the last (which keeps
 # the heap from shrinking by itself); resident MB before and after.
 _RELEASE = """
-import ctypes, ctypes.util, os, sys
+import ctypes, ctypes.util
+from bench.model_bench import current_rss_mb as resident_mb
 from keras_mvs import malloc
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-
-def resident_mb():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 blocks = [libc.malloc(10_000) for _ in range(20_000)]
 for block in blocks:
@@ -101,7 +98,7 @@ print(released, before, resident_mb())
 
 @pytest.mark.skipif(not _GLIBC, reason="glibc only")
 def test_release_returns_freed_heap_memory():
-    out = subprocess.run([sys.executable, "-c", _RELEASE],
+    out = subprocess.run([sys.executable, "-c", _RELEASE], cwd=_ROOT,
                          capture_output=True, text=True, check=True)
     released, before, after = out.stdout.split()
     print(f"resident {float(before):.0f} -> {float(after):.0f} MB")
