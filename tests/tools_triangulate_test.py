@@ -47,3 +47,39 @@ def test_points_lie_on_the_rendered_surface(tmp_path):
     assert np.median(errors) < 0.002 * nearest, np.median(errors)
     assert np.mean(errors < 0.01 * nearest) > 0.9, np.mean(
         errors < 0.01 * nearest)
+
+
+def _camera():
+    from keras_mvs.data import formats
+
+    k = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
+    return formats.Camera(intrinsics=k, cam_from_world=np.eye(4),
+                          depth_min=1.0, depth_interval=0.1)
+
+
+def test_point_sets_compared_along_the_rays():
+    # Points on a plane at depth 10 and the same rays 0.5 farther: where
+    # both meet at a pixel they differ by exactly 0.5 along the ray.
+    camera = _camera()
+    rng = np.random.default_rng(0)
+    pixels = np.stack([rng.integers(0, 64, 200), rng.integers(0, 48, 200)],
+                      axis=1).astype(float)
+    rays = np.concatenate([(pixels - [32, 24]) / 100.0, np.ones((200, 1))],
+                          axis=1)
+    near, far = 10.0 * rays, 10.5 * rays
+    image = sparse_depth_error.sparse_depth_image(camera, far, (48, 64))
+    assert (image > 0).sum() == len(np.unique(pixels, axis=0))
+    errors = sparse_depth_error.view_errors(image, camera, near, None)
+    np.testing.assert_allclose(errors, 0.5, atol=1e-9)
+    # A pixel keeps its nearest point, and pixels no point reaches score
+    # nothing.
+    both = np.concatenate([far, 12.0 * rays[:5]])
+    image = sparse_depth_error.sparse_depth_image(camera, both, (48, 64))
+    np.testing.assert_allclose(
+        sparse_depth_error.view_errors(image, camera, near, None), 0.5,
+        atol=1e-9)
+    lone = sparse_depth_error.sparse_depth_image(
+        camera, np.array([[0.0, 0.0, 10.0]]), (48, 64))  # pixel (32, 24)
+    elsewhere = np.array([[1.0, 1.0, 10.0]])  # pixel (42, 34)
+    assert sparse_depth_error.view_errors(lone, camera, elsewhere,
+                                          None).size == 0
