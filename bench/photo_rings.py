@@ -89,6 +89,7 @@ def score(out: pathlib.Path, ring: pathlib.Path) -> dict:
         "registered": f"{record['num_registered']} / {record['num_images']}",
         "mapper": record["mapper"],
         "mapping_attempts": record.get("mapping_attempts"),
+        "consensus": record.get("consensus"),
         "sfm_seconds": record["timing"]["total_seconds"],
         "centre_error_percent": {"mean": float(errors.mean()),
                                  "median": float(np.median(errors)),
@@ -116,8 +117,13 @@ def main(argv=None) -> int:
     result = score(args.out, args.ring)
     result.update(wall_seconds=wall, peak_rss_mb=peak_mb)
     errors = result["centre_error_percent"]
+    consensus = result["consensus"]
+    kept = ("" if not consensus else
+            f", kept attempt {consensus['kept_attempt']} of the complete "
+            f"{consensus['complete_models']}")
     print(f"{args.ring.name}: registered {result['registered']} "
-          f"({result['mapper']}, {result['mapping_attempts']} attempt(s)), "
+          f"({result['mapper']}, {result['mapping_attempts']} attempt(s)"
+          f"{kept}), "
           f"SfM {result['sfm_seconds']:.0f} s; camera-centre error "
           f"{errors['mean']:.2f} / {errors['median']:.2f} / "
           f"{errors['max']:.2f} % of the ring radius (mean / median / max); "

@@ -166,6 +166,7 @@ def test_camera_params_must_fit_the_model(tiny_model, tmp_path, capsys):
     ({"max_features": 50}, "--sfm-max-features: expected at least 100; "
      "received 50"),
     ({"mapping_attempts": 0}, "--sfm-mapping-attempts: expected at least 1"),
+    ({"consensus_models": 0}, "--sfm-consensus: expected at least 1"),
     ({"init_pair": "a.png,a.png"}, "--sfm-init-pair: expected two "
      "different image names"),
     ({"camera_model": "PINHOLE", "camera_params": (1.0, 2.0, 3.0)},

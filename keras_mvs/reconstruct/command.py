@@ -118,9 +118,13 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "estimated, principal point at the image centre")
     add("--sfm-max-features", type=cli.positive_int, default=8192,
         help="SIFT features per image")
-    add("--sfm-mapping-attempts", type=cli.positive_int, default=3,
+    add("--sfm-mapping-attempts", type=cli.positive_int, default=6,
         help="incremental mapping runs at most, each after a new draw of "
-        "the matches, until one registers every photo (default 3)")
+        "the matches, until --sfm-consensus of them register every photo "
+        "(default 6)")
+    add("--sfm-consensus", type=cli.positive_int, default=3,
+        help="complete models to map and compare (up to 60 photos); the "
+        "one closest to the others is kept (default 3; 1: the first)")
     add("--sfm-init-pair", help="two image names to start the incremental "
         "mapper from, comma-separated")
     add("--max-height", type=cli.positive_int,
@@ -248,7 +252,8 @@ def run(args: argparse.Namespace,
                 pathlib.Path(args.images), out_dir, scenes.sfm_options(
                     args.sfm_matcher, args.sfm_mapper, args.sfm_camera_model,
                     args.sfm_max_features, args.sfm_init_pair,
-                    args.sfm_camera_params, args.sfm_mapping_attempts))
+                    args.sfm_camera_params, args.sfm_mapping_attempts,
+                    args.sfm_consensus))
         # Every cam file and image header the run will read, before the
         # model is loaded: a bad file in view 15 fails now, not after views
         # 0-14 were written.

@@ -70,12 +70,14 @@ def sfm_options(matcher: str = "auto", mapper: str = "auto",
                 max_features: int = 8192,
                 init_pair: Optional[str] = None,
                 camera_params: Optional[Tuple[float, ...]] = None,
-                mapping_attempts: int = 3,
+                mapping_attempts: int = 6,
+                consensus_models: int = 3,
                 ) -> sfm.SfmOptions:
     """The SfmOptions of the --sfm-* flags (`init_pair` is the text of
     `--sfm-init-pair`, two image names separated by a comma;
     `camera_params` the values of `--sfm-camera-params`,
-    `mapping_attempts` of `--sfm-mapping-attempts`).
+    `mapping_attempts` of `--sfm-mapping-attempts`, `consensus_models` of
+    `--sfm-consensus`).
 
     Raises:
         ValueError: an invalid value (the message names the flag).
@@ -91,7 +93,8 @@ def sfm_options(matcher: str = "auto", mapper: str = "auto",
         return sfm.SfmOptions(
             matcher=matcher, mapper=mapper, camera_model=camera_model,
             max_num_features=max_features, init_image_names=init,
-            camera_params=camera_params, mapping_attempts=mapping_attempts)
+            camera_params=camera_params, mapping_attempts=mapping_attempts,
+            consensus_models=consensus_models)
     except sfm.SfmOptionError as error:
         raise ValueError(error.describe(_SFM_FLAGS)) from None
 
@@ -102,7 +105,8 @@ _SFM_FLAGS = {"matcher": "--sfm-matcher", "mapper": "--sfm-mapper",
               "camera_params": "--sfm-camera-params",
               "max_num_features": "--sfm-max-features",
               "init_image_names": "--sfm-init-pair",
-              "mapping_attempts": "--sfm-mapping-attempts"}
+              "mapping_attempts": "--sfm-mapping-attempts",
+              "consensus_models": "--sfm-consensus"}
 
 
 def scene_from_photos(

@@ -76,6 +76,9 @@ def test_options_are_checked():
     with pytest.raises(ValueError, match="mapping_attempts: expected at "
                        "least 1; received 0"):
         sfm.SfmOptions(mapping_attempts=0)
+    with pytest.raises(ValueError, match="consensus_models: expected at "
+                       "least 1; received 0"):
+        sfm.SfmOptions(consensus_models=0)
     with pytest.raises(ValueError, match="camera_params: 4 values do not "
                        "fit SfmOptions.camera_model SIMPLE_PINHOLE; "
                        "expected 3"):
@@ -293,7 +296,8 @@ def _ring(count):
 def _fake_mapping(monkeypatch, incremental_sizes, global_model):
     """Replaces pycolmap's matching and mappers: attempt k of the
     incremental mapper registers `incremental_sizes[k]` images of a
-    16-view ring. Returns the calls made, as (stage, seed)."""
+    16-view ring (or, for a dict, those camera centres). Returns the calls
+    made, as (stage, seed)."""
     import pycolmap
 
     ring = _ring(16)
@@ -307,6 +311,8 @@ def _fake_mapping(monkeypatch, incremental_sizes, global_model):
         calls.append(("incremental", pipeline.random_seed))
         size = incremental_sizes[sum(c[0] == "incremental" for c in calls)
                                  - 1]
+        if isinstance(size, dict):  # the centres of a complete model
+            return {0: _Model(size)}
         return {0: _Model(dict(list(ring.items())[:size]))}
 
     def global_mapping(database, images_dir, output, pipeline):
@@ -334,7 +340,8 @@ def _run_map(tmp_path, **options):
 def test_mapping_retries_with_new_matches_until_all_register(
         monkeypatch, tmp_path):
     calls = _fake_mapping(monkeypatch, [10, 16, 16], None)
-    (model, mapper, attempts, disagreement), lines = _run_map(tmp_path)
+    (model, mapper, attempts, disagreement, _), lines = _run_map(
+        tmp_path, consensus_models=1)
     assert (model.num_reg_images(), mapper, attempts) == (16, "incremental",
                                                           2)
     assert disagreement is None
@@ -345,7 +352,88 @@ def test_mapping_retries_with_new_matches_until_all_register(
                      ("copy", "features.db -> database.db"), ("match", 8),
                      ("incremental", 8)]
     assert lines[0].startswith("mapping (incremental, attempt 1 of at most "
-                               "3): 1 model(s) of 10 images")
+                               "6): 1 model(s) of 10 images")
+
+
+def _noisy_ring(sigma, seed):
+    """The 16-view ring in another frame, every centre moved by
+    N(0, sigma^2) per axis (the ring's radius is 1)."""
+    rng = np.random.default_rng(seed)
+    return {name: 2.0 * (np.asarray(centre) + rng.normal(0, sigma, 3)) + 5.0
+            for name, centre in _ring(16).items()}
+
+
+def test_consensus_keeps_the_complete_model_closest_to_the_others(
+        monkeypatch, tmp_path):
+    # Attempts 1, 3 and 4 register every image, with camera errors of 10,
+    # 1 and 3 % of the radius; attempt 2 leaves 6 out. The middle one
+    # agrees best with the other two and is kept, with its matches.
+    sizes = [_noisy_ring(0.10, 0), 10, _noisy_ring(0.01, 1),
+             _noisy_ring(0.03, 2)]
+    calls = _fake_mapping(monkeypatch, sizes, None)
+    (model, mapper, attempts, disagreement, consensus), lines = _run_map(
+        tmp_path)
+    assert (mapper, attempts, disagreement) == ("incremental", 4, None)
+    kept = {image.name: image.projection_center()
+            for image in model.images.values()}
+    assert kept == sizes[2]
+    assert consensus["complete_models"] == [1, 3, 4]
+    assert consensus["kept_attempt"] == 3
+    spread = consensus["mean_disagreement"]
+    assert spread[1] == min(spread) and spread[0] == max(spread)
+    # Mean residuals relative to the spread: about sigma * sqrt(3) * 1.25
+    # for the worst pair, far below it for the best.
+    assert 0.05 < spread[0] < 0.25 and spread[1] < 0.1, spread
+    copies = [c[1] for c in calls if c[0] == "copy"]
+    assert copies == ["database.db -> complete_0.db",
+                      "features.db -> database.db",
+                      "features.db -> database.db",
+                      "database.db -> complete_2.db",
+                      "features.db -> database.db",
+                      "complete_2.db -> database.db"]
+    assert ("mapping: 3 attempts registered every image (attempts 1, 3, 4);"
+            " kept attempt 3, the closest to the others") in lines[-1]
+
+
+def test_consensus_only_for_small_photo_sets(monkeypatch, tmp_path):
+    monkeypatch.setattr(sfm, "CONSENSUS_MAX_IMAGES", 15)
+    calls = _fake_mapping(monkeypatch, [_noisy_ring(0.1, 0),
+                                        _noisy_ring(0.0, 1)], None)
+    (model, _, attempts, _, consensus), _ = _run_map(tmp_path)
+    assert (attempts, consensus) == (1, None)
+    assert [c[0] for c in calls] == ["incremental"]
+
+
+def test_consensus_with_fewer_complete_models_than_wanted(
+        monkeypatch, tmp_path):
+    # Two of three attempts complete: the consensus of two keeps the first
+    # (a tie); the incomplete attempts never replace a complete model.
+    sizes = [12, _noisy_ring(0.02, 0), _noisy_ring(0.05, 1)]
+    _fake_mapping(monkeypatch, sizes, None)
+    (model, mapper, attempts, _, consensus), _ = _run_map(
+        tmp_path, mapping_attempts=3)
+    assert (model.num_reg_images(), mapper, attempts) == (16, "incremental",
+                                                          3)
+    assert consensus["complete_models"] == [2, 3]
+    assert consensus["kept_attempt"] == 2
+
+
+def test_consensus_choice():
+    truth = _ring(16)
+    models = [_noisy_ring(s, k) for k, s in enumerate((0.2, 0.02, 0.05))]
+    index, spread = sfm.consensus_choice(models)
+    assert index == 1 and spread.shape == (3,)
+    # The same cameras in three frames agree exactly.
+    same = [{n: f * np.asarray(c) + f for n, c in truth.items()}
+            for f in (1.0, 2.0, 3.0)]
+    np.testing.assert_allclose(sfm.consensus_choice(same)[1], 0, atol=1e-9)
+    # A model sharing fewer than 3 cameras with the rest counts as
+    # disagreeing by the whole spread.
+    two = dict(list(truth.items())[:2])
+    index, spread = sfm.consensus_choice([truth, same[1], two])
+    assert index in (0, 1) and spread[2] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="two or more models"):
+        sfm.consensus_choice([truth])
 
 
 def test_global_model_kept_only_when_it_agrees(monkeypatch, tmp_path):
@@ -355,7 +443,8 @@ def test_global_model_kept_only_when_it_agrees(monkeypatch, tmp_path):
         return _Model({n: 2.0 * np.asarray(c) + 1.0 for n, c in ring.items()})
 
     calls = _fake_mapping(monkeypatch, [12, 11, 12], same_frame)
-    (model, mapper, attempts, disagreement), lines = _run_map(tmp_path)
+    (model, mapper, attempts, disagreement, _), lines = _run_map(
+        tmp_path, mapping_attempts=3)
     assert (model.num_reg_images(), mapper, attempts) == (16, "global", 3)
     assert disagreement == pytest.approx(0, abs=1e-9)
     assert [c[0] for c in calls].count("global") == 1
@@ -370,7 +459,8 @@ def test_global_model_kept_only_when_it_agrees(monkeypatch, tmp_path):
                        for k, (n, c) in enumerate(ring.items())})
 
     _fake_mapping(monkeypatch, [12, 11, 12], folded)
-    (model, mapper, _, disagreement), lines = _run_map(tmp_path / "b")
+    (model, mapper, _, disagreement, _), lines = _run_map(
+        tmp_path / "b", mapping_attempts=3)
     assert (model.num_reg_images(), mapper) == (12, "incremental")
     assert disagreement > sfm.MAX_DISAGREEMENT
     assert any(line.startswith("warning: the global model registers 16 "
@@ -380,7 +470,7 @@ def test_global_model_kept_only_when_it_agrees(monkeypatch, tmp_path):
 
 def test_incremental_mapper_alone_never_runs_global(monkeypatch, tmp_path):
     calls = _fake_mapping(monkeypatch, [10, 9], lambda ring: _Model(ring))
-    (model, mapper, attempts, _), _ = _run_map(
+    (model, mapper, attempts, _, _), _ = _run_map(
         tmp_path, mapper="incremental", mapping_attempts=2)
     assert (model.num_reg_images(), mapper, attempts) == (10, "incremental",
                                                           2)
@@ -395,12 +485,14 @@ def test_global_model_not_vouched_for_by_a_short_arc(monkeypatch, tmp_path):
         return _Model({n: 2.0 * np.asarray(c) + 1.0 for n, c in ring.items()})
 
     _fake_mapping(monkeypatch, [6, 5, 6], same_frame)
-    (model, mapper, _, disagreement), lines = _run_map(tmp_path)
+    (model, mapper, _, disagreement, _), lines = _run_map(
+        tmp_path, mapping_attempts=3)
     assert (model.num_reg_images(), mapper) == (6, "incremental")
     assert disagreement == pytest.approx(0, abs=1e-9)
     assert any("holds only 6 of the 16, too few to check it" in line
                for line in lines)
     # 8 of 16 (half) vouch for it.
     _fake_mapping(monkeypatch, [8, 5, 6], same_frame)
-    (model, mapper, _, _), _ = _run_map(tmp_path / "b")
+    (model, mapper, _, _, _), _ = _run_map(tmp_path / "b",
+                                           mapping_attempts=3)
     assert (model.num_reg_images(), mapper) == (16, "global")
