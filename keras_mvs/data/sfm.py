@@ -19,9 +19,10 @@ model that `keras_mvs.data.colmap.convert` reads:
    attempt registering most images. Only when every attempt leaves images
    out does `mapper="auto"` run the global mapper
    (GLOMAP), and it keeps the global model only when it registers more
-   images and places the incremental model's cameras within
-   `MAX_DISAGREEMENT` of theirs (`model_disagreement`). The chosen model is
-   written to `sfm_dir/sparse/`.
+   images and places the cameras of every incremental attempt within
+   `MAX_DISAGREEMENT` of theirs (`model_disagreement`), the attempts
+   holding at least `MIN_CHECKED_SHARE` of the photos between them. The
+   chosen model is written to `sfm_dir/sparse/`.
 5. Undistortion into `sfm_dir/dense/` (`images/` and `sparse/`).
 
 `sfm_dir/sfm.json` is written last and records the counts, the
@@ -110,11 +111,13 @@ CAMERA_PARAMS = {"SIMPLE_PINHOLE": (3, "f, cx, cy"),
 # 96-155 % on dino runs where the global model was folded (23-84 % centre
 # error); two incremental runs agree within 2 %.
 MAX_DISAGREEMENT = 0.3
-# The agreement says little when the incremental model holds only a short
-# arc of the scene: on a dino run (PINHOLE camera) a global model that
-# folded the ring (55 % centre error) agreed within 2.7 % with the images
-# it shared with the incremental one. Below this share of the photos the
-# incremental model does not vouch for a global one.
+# The agreement says little about cameras no incremental model holds: on
+# a dino run (PINHOLE camera) a global model that folded the ring (55 %
+# centre error) agreed within 2.7 % with the images it shared with the
+# incremental one, and with one attempt each, two folded rings (33 and
+# 39 %) agreed within 3.7 and 5.3 % with the attempt's arc of 8 or more
+# images. So every attempt's model checks the global one, and below this
+# share of the photos held between them the attempts do not vouch for it.
 MIN_CHECKED_SHARE = 0.5
 # Photo sets up to this size map `SfmOptions.consensus_models` complete
 # models and keep the consensus; larger ones keep the first complete model
@@ -482,6 +485,7 @@ def _map(database: pathlib.Path, features_database: pathlib.Path,
               if num_images <= CONSENSUS_MAX_IMAGES else 1)
     best, best_attempt, attempts = None, None, 0
     complete = []  # (attempt, model) of the attempts registering all
+    arcs = []  # {name: centre} of each attempt's largest model
     consensus = None
     best_database = mapping_dir / "best.db"
     if options.mapper in ("auto", "incremental"):
@@ -505,6 +509,8 @@ def _map(database: pathlib.Path, features_database: pathlib.Path,
                 f"{options.mapping_attempts}): {_describe_models(models)} "
                 f"({time.perf_counter() - start:.1f} s)")
             model = _best_model(models)
+            if model is not None:
+                arcs.append(_centres(model))
             if model is not None and (best is None
                                       or _size(model) > _size(best)):
                 best, best_attempt = model, attempt
@@ -561,30 +567,39 @@ def _map(database: pathlib.Path, features_database: pathlib.Path,
         f"({time.perf_counter() - start:.1f} s)")
     if options.mapper == "global" or best is None:
         return candidate, "global", attempts, None, None
-    disagreement = model_disagreement(best, candidate) if candidate else None
+    # Every attempt's model checks the global one where it has cameras:
+    # attempts that break the ring at different places cover more of it
+    # between them than the largest alone.
+    checked = set().union(*arcs)
+    disagreements = [] if candidate is None else [
+        value for value in (model_disagreement(arc, candidate)
+                            for arc in arcs) if value is not None]
+    disagreement = max(disagreements) if disagreements else None
     if candidate is None or candidate.num_reg_images() <= best.num_reg_images():
         return best, "incremental", attempts, disagreement, None
-    if best.num_reg_images() < MIN_CHECKED_SHARE * num_images:
+    if len(checked) < MIN_CHECKED_SHARE * num_images:
         log(f"warning: the global model registers "
             f"{candidate.num_reg_images()} images, but the incremental "
-            f"model holds only {best.num_reg_images()} of the "
-            f"{num_images}, too few to check it (the global mapper can "
-            "fold sparse rings); kept the incremental model; pass "
-            "--sfm-mapper global to take the global one")
+            f"attempts hold only {len(checked)} of the {num_images} between "
+            "them, too few to check it (the global mapper can fold sparse "
+            "rings); kept the incremental model; pass --sfm-mapper global "
+            "to take the global one")
         return best, "incremental", attempts, disagreement, None
     if disagreement is not None and disagreement <= MAX_DISAGREEMENT:
         log(f"mapping: the global model registers "
-            f"{candidate.num_reg_images()} images and places the "
-            f"{best.num_reg_images()} of the incremental one within "
-            f"{100 * disagreement:.1f} % of the camera spread: kept it")
+            f"{candidate.num_reg_images()} images and places the cameras "
+            f"of the {len(arcs)} incremental attempt(s) ({len(checked)} "
+            f"images between them) within {100 * disagreement:.1f} % of "
+            "the camera spread: kept it")
         return candidate, "global", attempts, disagreement, None
     log(f"warning: the global model registers {candidate.num_reg_images()} "
-        f"images but places the incremental model's "
-        f"{best.num_reg_images()} differently"
-        + (f" ({100 * disagreement:.0f} % of the camera spread)"
+        f"images but places the cameras of the incremental attempts "
+        f"differently"
+        + (f" (up to {100 * disagreement:.0f} % of the camera spread)"
            if disagreement is not None else "")
-        + "; kept the incremental model (the global mapper folds sparse "
-        "rings); try --sfm-init-pair or more photos")
+        + f"; kept the largest incremental model ({best.num_reg_images()} "
+        "images; the global mapper folds sparse rings); try "
+        "--sfm-init-pair or more photos")
     return best, "incremental", attempts, disagreement, None
 
 
@@ -836,17 +851,20 @@ def consensus_choice(models: Sequence) -> Tuple[int, np.ndarray]:
     return int(np.argmin(spread)), spread
 
 
+def _centres(model) -> Dict[str, np.ndarray]:
+    """`{name: centre}` of a reconstruction's registered images (a dict
+    is returned as it is)."""
+    if isinstance(model, dict):
+        return model
+    return {image.name: np.asarray(image.projection_center())
+            for image in model.images.values() if image.has_pose}
+
+
 def _relative_residuals(first, second) -> Optional[np.ndarray]:
     """Residuals of the common cameras after a similarity fit of `first`
     to `second`, over the mean distance of `second`'s from their centroid
     (None with fewer than 3 common images or no spread)."""
-    def centres(model) -> Dict[str, np.ndarray]:
-        if isinstance(model, dict):
-            return model
-        return {image.name: np.asarray(image.projection_center())
-                for image in model.images.values() if image.has_pose}
-
-    a, b = centres(first), centres(second)
+    a, b = _centres(first), _centres(second)
     common = sorted(set(a) & set(b))
     if len(common) < 3:
         return None

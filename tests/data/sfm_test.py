@@ -464,8 +464,40 @@ def test_global_model_kept_only_when_it_agrees(monkeypatch, tmp_path):
     assert (model.num_reg_images(), mapper) == (12, "incremental")
     assert disagreement > sfm.MAX_DISAGREEMENT
     assert any(line.startswith("warning: the global model registers 16 "
-                               "images but places the incremental model's "
-                               "12 differently") for line in lines)
+                               "images but places the cameras of the "
+                               "incremental attempts differently")
+               and "kept the largest incremental model (12 images" in line
+               for line in lines)
+
+
+def test_every_attempt_checks_the_global_model(monkeypatch, tmp_path):
+    # Two attempts break the ring at different places: v00-v09 and
+    # v06-v15. A global model folded beyond v09 agrees with the first arc;
+    # the second arc rejects it.
+    ring = _ring(16)
+    names = list(ring)
+    first = {n: ring[n] for n in names[:10]}
+    second = {n: ring[n] for n in names[6:]}
+
+    def folded_second_half(ring):
+        return _Model({n: np.asarray(c) * ([1, -1, 1] if k >= 10 else 1)
+                       for k, (n, c) in enumerate(ring.items())})
+
+    assert sfm.model_disagreement(first, folded_second_half(ring)) < (
+        sfm.MAX_DISAGREEMENT)
+    _fake_mapping(monkeypatch, [first, second], folded_second_half)
+    (model, mapper, _, disagreement, _), lines = _run_map(
+        tmp_path, mapping_attempts=2)
+    assert (model.num_reg_images(), mapper) == (10, "incremental")
+    assert disagreement > sfm.MAX_DISAGREEMENT
+    # A global model that agrees with both arcs is kept; the two arcs hold
+    # all 16 images between them.
+    _fake_mapping(monkeypatch, [first, second], lambda ring: _Model(ring))
+    (model, mapper, _, disagreement, _), lines = _run_map(
+        tmp_path / "b", mapping_attempts=2)
+    assert (model.num_reg_images(), mapper) == (16, "global")
+    assert "of the 2 incremental attempt(s) (16 images between them)" in (
+        lines[-1])
 
 
 def test_incremental_mapper_alone_never_runs_global(monkeypatch, tmp_path):
@@ -489,8 +521,8 @@ def test_global_model_not_vouched_for_by_a_short_arc(monkeypatch, tmp_path):
         tmp_path, mapping_attempts=3)
     assert (model.num_reg_images(), mapper) == (6, "incremental")
     assert disagreement == pytest.approx(0, abs=1e-9)
-    assert any("holds only 6 of the 16, too few to check it" in line
-               for line in lines)
+    assert any("attempts hold only 6 of the 16 between them, too few to "
+               "check it" in line for line in lines)
     # 8 of 16 (half) vouch for it.
     _fake_mapping(monkeypatch, [8, 5, 6], same_frame)
     (model, mapper, _, _, _), _ = _run_map(tmp_path / "b",
