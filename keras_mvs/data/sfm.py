@@ -276,8 +276,9 @@ class SfmResult:
         num_points: sparse 3-D points of the kept model.
         mean_reprojection_error: of the kept model, pixels.
         mapper: "incremental" or "global", the mapper of the kept model.
-        mapper_disagreement: `model_disagreement` of the incremental and
-            global models when both ran, else None.
+        mapper_disagreement: when the global mapper ran after incremental
+            attempts, the largest `model_disagreement` of an attempt's
+            model and the global one, else None.
         mapping_attempts: incremental mapping attempts run.
         consensus: when complete incremental models were compared:
             `{"complete_models": their attempts (1-based), "kept_attempt",
@@ -474,9 +475,8 @@ def _map(database: pathlib.Path, features_database: pathlib.Path,
     Returns:
         `(model, mapper, attempts, disagreement, consensus)`: the kept
         `pycolmap.Reconstruction` (None if no model formed), the mapper
-        that made it, the incremental attempts run, the
-        `model_disagreement` of the incremental and global models when
-        both ran, and `SfmResult.consensus`.
+        that made it, the incremental attempts run,
+        `SfmResult.mapper_disagreement` and `SfmResult.consensus`.
     """
     import pycolmap
 
