@@ -43,6 +43,21 @@ def ceiling(dirs, height, width, head, num_depths=(48, 32, 8),
     return metrics
 
 
+def scene_dirs(data, height: int, width: int) -> list:
+    """The scene folders of `--data`: the held-out synthetic benchmark
+    scenes (test split, rendered on first use) when None, else the
+    folder spec's scenes."""
+    if data is None:
+        from keras_mvs.data import synthetic
+
+        return synthetic.ensure_benchmark("test", height=height, width=width)
+    from keras_mvs.data import specs
+
+    # A folder spec: the synthetic settings do not apply.
+    return specs.scene_dirs(data, "test", height=height, width=width,
+                            synthetic_views=20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None,
@@ -53,19 +68,9 @@ def main() -> None:
     parser.add_argument("--heads", default="unity,regression")
     args = parser.parse_args()
 
-    if args.data is None:
-        from keras_mvs.data import synthetic
-
-        dirs = synthetic.ensure_benchmark("test", height=args.height,
-                                          width=args.width)
-        source = f"synthetic test split at {args.height}x{args.width}"
-    else:
-        from keras_mvs.data import specs
-
-        # A folder spec: the synthetic settings do not apply.
-        dirs = specs.scene_dirs(args.data, "test", height=args.height,
-                                width=args.width, synthetic_views=20)
-        source = args.data
+    dirs = scene_dirs(args.data, args.height, args.width)
+    source = (f"synthetic test split at {args.height}x{args.width}"
+              if args.data is None else args.data)
     for head in args.heads.split(","):
         metrics = ceiling(dirs, args.height, args.width, head)
         print(f"{source}, {head} head, ideal stages:")

@@ -25,6 +25,8 @@ import json
 
 import numpy as np
 
+from bench import cascade_ceiling
+
 STAGE_2_HALF_SPAN = 32  # base intervals: 32 planes x 2 / 2
 STAGE_3_HALF_SPAN = 4  # 8 planes x 1 / 2
 MISS = 4  # base intervals
@@ -130,17 +132,10 @@ def main(argv=None) -> None:
     from keras_mvs import console
     from keras_mvs import inference
     from keras_mvs import malloc
-    from keras_mvs.data import specs
-    from keras_mvs.data import synthetic
 
     malloc.limit_arenas()
     console.quiet_tensorflow()
-    if args.data is None:
-        dirs = synthetic.ensure_benchmark("test", height=args.height,
-                                          width=args.width)
-    else:
-        dirs = specs.scene_dirs(args.data, "test", height=args.height,
-                                width=args.width, synthetic_views=20)
+    dirs = cascade_ceiling.scene_dirs(args.data, args.height, args.width)
     predictor = inference.load_model(args.model)
     if predictor.network is None:
         raise SystemExit(f"--model {args.model}: a Keras model is needed "

@@ -856,7 +856,7 @@ def _centres(model) -> Dict[str, np.ndarray]:
     is returned as it is)."""
     if isinstance(model, dict):
         return model
-    return {image.name: np.asarray(image.projection_center())
+    return {image.name: np.asarray(image.projection_center(), np.float64)
             for image in model.images.values() if image.has_pose}
 
 
@@ -924,7 +924,6 @@ def camera_centres(
     """
     import pycolmap
 
-    reconstruction = pycolmap.Reconstruction(str(model_dir))
-    return {image.name: np.asarray(image.projection_center(), np.float64)
-            for image in reconstruction.images.values()
-            if image.has_pose and (names is None or image.name in names)}
+    centres = _centres(pycolmap.Reconstruction(str(model_dir)))
+    return {name: centre for name, centre in centres.items()
+            if names is None or name in names}
